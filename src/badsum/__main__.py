@@ -1,0 +1,3 @@
+from badsum.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Internet checksum, pseudo-headers, CRC32c, verification with evidence, and classification."""

@@ -1,0 +1,70 @@
+"""One-line reasons for verdicts, and what each status means for an operator.
+
+Both paths build `Verdict`s from the same fields, so the reason text cannot drift between them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from badsum.checksum.verdict import Layer, Status, VerdictFlag
+
+if TYPE_CHECKING:
+    from badsum.checksum.verdict import Verdict
+
+#: What each status means and what to do, for the text report's legend.
+MEANING: dict[Status, str] = {
+    Status.OK: "the checksum verifies",
+    Status.BAD: (
+        "does not verify and is no offload pattern: corruption or a rewrite that did not fix the sum; "
+        "trace the packet across capture points to find the first bad hop"
+    ),
+    Status.PARTIAL: (
+        "the field holds the pseudo-header sum alone (transmit offload pending). Normal where the packet "
+        "was captured on the sending host (container eth0, host veth, bridge); on a receiving interface "
+        "or on the wire it means a forwarder did not complete an offloaded checksum (OVS userspace "
+        "datapath, AF_PACKET relays: KB-005, KB-007); turn TX checksum offload off on the sender's veth"
+    ),
+    Status.ZERO_ALLOWED: "UDP without a checksum (allowed over IPv4, and over IPv6 for tunnels per RFC 6935)",
+    Status.ZERO_INVALID: "UDP over IPv6 without a checksum: receivers drop it (RFC 8200 8.1)",
+    Status.UNVERIFIABLE: "not judged: cut by the snap length, or a fragment whose datagram never completed",
+    Status.NAT_STALE: "right for the address/port tuple before NAT: NAT rewrote the header and not the sum",
+}
+
+
+def _hex(layer: Layer, v: int) -> str:
+    return f"0x{v:08x}" if layer == Layer.SCTP else f"0x{v:04x}"
+
+
+def reason_for(v: "Verdict") -> str:
+    """A one-line reason for one verdict."""
+    f, name = v.flags, v.layer.label.upper()
+    kernel = " (kernel status TP_STATUS_CSUM_VALID)" if f & VerdictFlag.KERNEL else ""
+    if v.status == Status.OK:
+        return f"{name} checksum verifies{kernel}"
+    if v.status == Status.UNVERIFIABLE:
+        if f & VerdictFlag.INCOMPLETE_FRAGMENT:
+            return f"{name} checksum not judged: the fragmented datagram never completed"
+        return f"{name} checksum not judged: the covered bytes were cut by the snap length"
+    if v.status == Status.ZERO_ALLOWED:
+        if f & VerdictFlag.TUNNEL_ZERO:
+            return "UDP checksum 0 over IPv6 to a tunnel port: allowed by RFC 6935/6936"
+        return "UDP checksum 0 over IPv4: no checksum (RFC 768)"
+    if v.status == Status.ZERO_INVALID:
+        return "UDP checksum 0 over IPv6 and not a tunnel port: invalid (RFC 8200 8.1), receivers drop it"
+    if v.status == Status.PARTIAL:
+        if v.layer == Layer.IPV4:
+            if f & VerdictFlag.LSO_LEN0:
+                return "IPv4 header checksum 0 and total length 0: TSO/LSO pending, the NIC fills both in"
+            return "IPv4 header checksum 0 on an offloaded packet: the NIC fills it in"
+        who = "kernel says TP_STATUS_CSUMNOTREADY; " if f & VerdictFlag.KERNEL else ""
+        if f & VerdictFlag.LSO_LEN0:
+            what = "pseudo-header sum with length 0 (Windows LSO, IPv4 total length 0)"
+        else:
+            what = f"pseudo-header sum alone (length {v.extra}), not the full checksum {_hex(v.layer, v.computed)}"
+        gso = "; GSO/TSO super-frame, segmented later" if f & VerdictFlag.GSO else ""
+        return f"{who}{name} field holds the {what}: transmit offload pending{gso}"
+    if v.status == Status.NAT_STALE:
+        return f"{name} checksum is right for the tuple before NAT: the rewrite did not update it"
+    re = " after IP reassembly" if f & VerdictFlag.REASSEMBLED else ""
+    return f"{name} checksum {_hex(v.layer, v.stored)} should be {_hex(v.layer, v.computed)}{re}"

@@ -1,0 +1,1 @@
+"""The command line: one module per command, one renderer, documented exit codes."""

@@ -1,0 +1,147 @@
+"""`badsum pcap`: verify and classify every checksum in a capture, tunnels included."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import ExitStack
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from badsum.capture import CaptureOpenError, open_capture
+from badsum.capture.pcapng_writer import PcapngWriter
+from badsum.report.envelope import Envelope
+from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, to_data
+from badsum.report.sinks import AnnotateSink, JsonLinesSink
+from badsum.scan.pipeline import Scanner, ScanConfig
+
+HELP = "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)"
+EXAMPLES = """\
+examples:
+  badsum pcap capture.pcapng                    # the answer, then the flows at fault
+  badsum pcap --jsonl capture.pcap | head       # one record per non-ok checksum
+  badsum pcap --annotate out.pcapng in.pcap.gz  # copy with a comment on each bad checksum
+  tcpdump -i eth0 -w - | badsum pcap -          # from standard input
+  badsum pcap --vxlan-port 4790 --jobs 2 big.pcap
+
+exit codes: 0 all checksums ok, 1 bad checksums (or partial ones on received packets),
+            2 usage error, 3 input unreadable or damaged (packets before the damage are reported)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pcap", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="capture file (pcap or pcapng, optionally gzip), or - for stdin")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON envelope {schema_version, command, status, data, errors}")
+    out.add_argument("--jsonl", action="store_true", help="print one JSON record per non-ok checksum")
+    p.add_argument("--annotate", metavar="OUT.pcapng", help="write a pcapng copy with a comment on every non-ok checksum")
+    p.add_argument("--vxlan-port", metavar="PORT", type=_port, action="append", default=[],
+                   help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
+    p.add_argument("--jobs", "-j", metavar="N", type=_jobs, default=1, help="threads for the fast path (default 1)")
+    p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows, decode issues")
+    p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    p.set_defaults(run=run)
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {v}")
+    return v
+
+
+def _jobs(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 1 <= v <= 256:
+        raise argparse.ArgumentTypeError("--jobs takes 1 to 256")
+    return v
+
+
+def run(args: argparse.Namespace) -> int:
+    err = Console(stderr=True, highlight=False)
+    machine = args.json or args.jsonl
+    try:
+        reader = open_capture(args.file)
+    except CaptureOpenError as e:
+        if args.json:
+            print(Envelope("pcap", "error", {"file": args.file}, [{"code": f"capture.{e.reason}", "message": str(e)}]).to_json())
+        else:
+            err.print(f"badsum: {e}")
+        return 3
+    if args.annotate and os.path.abspath(args.annotate) == os.path.abspath(args.file):
+        reader.close()
+        err.print("badsum: --annotate must not overwrite the input capture")
+        return 2
+    with ExitStack() as stack:
+        stack.enter_context(reader)
+        sinks = []
+        jsonl = None
+        if args.jsonl:
+            jsonl = JsonLinesSink(sys.stdout)
+            sinks.append(jsonl)
+        writer = None
+        if args.annotate:
+            try:
+                writer = stack.enter_context(PcapngWriter(args.annotate))
+            except OSError as e:
+                err.print(f"badsum: cannot write {args.annotate}: {e.strerror or e}")
+                return 3
+            sinks.append(AnnotateSink(writer, reader.interfaces))
+        scanner = Scanner(ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs), sinks)
+        show = not machine and not args.no_progress and err.is_terminal
+        summary = _run_with_progress(scanner, reader, args.file, err) if show else scanner.run(reader)
+    meta = CaptureMeta(
+        path=args.file,
+        format=reader.format,
+        compressed=reader.compressed,
+        interfaces=len(reader.interfaces),
+        errors=[{"code": e.code, "message": e.message, "offset": e.offset} for e in reader.errors],
+    )
+    code = exit_code(summary, meta)
+    if args.json:
+        status = "error" if code == 3 else "findings" if code == 1 else "ok"
+        print(Envelope("pcap", status, to_data(summary, meta), meta.errors).to_json())
+    elif args.jsonl:
+        for e in meta.errors:
+            err.print(f"badsum: input damaged at byte {e['offset']}: {e['message']}")
+    else:
+        out = _stdout_console()
+        render_text(summary, meta, out, verbose=args.verbose)
+        if writer is not None:
+            out.print(f"\nannotated copy: {args.annotate} ({writer.packets:,} packets)")
+    return code
+
+
+def _stdout_console() -> Console:
+    # Piped output is read by people too: do not hard-wrap it at 80 columns.
+    probe = Console()
+    return Console(highlight=False) if probe.is_terminal else Console(highlight=False, width=160, soft_wrap=True)
+
+
+def _run_with_progress(scanner: Scanner, reader, path: str, console: Console):  # noqa: ANN001
+    total = None
+    if path != "-" and not reader.compressed:
+        try:
+            total = os.stat(path).st_size
+        except OSError:
+            total = None
+    columns = [TextColumn("[bold]scanning[/]"), BarColumn(), TextColumn("{task.fields[pkts]} packets")]
+    if total:
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("scan", total=total, pkts="0")
+
+        def tick(batch) -> None:  # noqa: ANN001
+            progress.update(task, completed=reader.bytes_read, pkts=f"{scanner.summary.packets:,}")
+
+        return scanner.run(reader, progress=tick)

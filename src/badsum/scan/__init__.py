@@ -1,0 +1,1 @@
+"""The fast path: batches of frames in, verdict arrays out (see `badsum.scan.fast`)."""

@@ -1,0 +1,868 @@
+/*
+ * badsum.scan._fastscan: the measured hot path. Judges every checksum the common packets carry
+ * (IPv4 header, TCP, UDP, ICMP, ICMPv6; Ethernet/VLAN, SLL, SLL2, raw IP, NULL/LOOP; VXLAN inner
+ * frames) exactly as docs/verdicts.md says, and defers every other packet, whole, to the Python
+ * decoder. The integer codes and the issue row layout mirror badsum/checksum/verdict.py.
+ *
+ * Input is hostile: every read is bounded by the record's caplen and the buffer; tunnel nesting is
+ * a bounded loop, not recursion; nothing is allocated while the GIL is released.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- the contract with badsum/checksum/verdict.py (must not drift) ---- */
+
+enum { MAX_DEPTH = 8, N_LAYERS = 9, N_STATUS = 7 };
+
+enum { LAYER_IPV4 = 0, LAYER_TCP = 1, LAYER_UDP = 2, LAYER_ICMP = 4, LAYER_ICMPV6 = 5 };
+
+enum {
+    ST_OK = 0,
+    ST_BAD = 1,
+    ST_PARTIAL = 2,
+    ST_ZERO_ALLOWED = 3,
+    ST_ZERO_INVALID = 4,
+    ST_UNVERIFIABLE = 5,
+};
+
+enum {
+    FL_GSO = 0x01,
+    FL_KERNEL = 0x02,
+    FL_TUNNEL_ZERO = 0x08,
+    FL_HDR_OFFLOAD = 0x20,
+    FL_TRUNCATED = 0x40,
+};
+
+#define TP_STATUS_CSUMNOTREADY 0x8u
+#define TP_STATUS_CSUM_VALID 0x80u
+#define TP_STATUS_UNKNOWN 0xFFFFFFFFu
+
+/* port_kind table values (badsum/scan/fast.py) */
+enum { PORT_NONE = 0, PORT_VXLAN = 1 };
+
+/* ISSUE_DTYPE: 72 bytes, little-endian fields, no implicit padding. */
+typedef struct issue_row {
+    uint64_t frame;
+    uint32_t offset;
+    uint32_t stored;
+    uint32_t computed;
+    uint32_t extra;
+    uint8_t layer;
+    uint8_t depth;
+    uint8_t status;
+    uint8_t flags;
+    uint8_t ipver;
+    uint8_t proto;
+    uint16_t sport;
+    uint16_t dport;
+    uint8_t pad[6];
+    uint8_t src[16];
+    uint8_t dst[16];
+} issue_row;
+
+_Static_assert(sizeof(issue_row) == 72, "ISSUE_DTYPE is 72 bytes");
+_Static_assert(offsetof(issue_row, frame) == 0, "frame");
+_Static_assert(offsetof(issue_row, offset) == 8, "offset");
+_Static_assert(offsetof(issue_row, stored) == 12, "stored");
+_Static_assert(offsetof(issue_row, computed) == 16, "computed");
+_Static_assert(offsetof(issue_row, extra) == 20, "extra");
+_Static_assert(offsetof(issue_row, layer) == 24, "layer");
+_Static_assert(offsetof(issue_row, depth) == 25, "depth");
+_Static_assert(offsetof(issue_row, status) == 26, "status");
+_Static_assert(offsetof(issue_row, flags) == 27, "flags");
+_Static_assert(offsetof(issue_row, ipver) == 28, "ipver");
+_Static_assert(offsetof(issue_row, proto) == 29, "proto");
+_Static_assert(offsetof(issue_row, sport) == 30, "sport");
+_Static_assert(offsetof(issue_row, dport) == 32, "dport");
+_Static_assert(offsetof(issue_row, pad) == 34, "_pad");
+_Static_assert(offsetof(issue_row, src) == 40, "src");
+_Static_assert(offsetof(issue_row, dst) == 56, "dst");
+
+/* A packet yields at most an IPv4 header and an L4 checksum per tunnel level. */
+#define ROWS_MAX (2 * MAX_DEPTH)
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define HOST_BIG_ENDIAN 1
+#else
+#define HOST_BIG_ENDIAN 0
+#endif
+
+/* ---- byte access ---- */
+
+static inline unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+
+static inline uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* ---- RFC 1071 arithmetic ---- */
+
+/* End-around-carry fold to 16 bits; 0 only when s is 0. */
+static inline uint32_t fold(uint64_t s)
+{
+    s = (s & 0xffffffffu) + (s >> 32);
+    s = (s & 0xffffu) + (s >> 16);
+    s = (s & 0xffffu) + (s >> 16);
+    s = (s & 0xffffu) + (s >> 16);
+    return (uint32_t)s;
+}
+
+/*
+ * Folded one's complement sum of the big-endian 16-bit words of p[0..n) (odd tail padded with a
+ * zero low byte); 0 only when every byte is 0. Native 32-bit loads summed into a 64-bit
+ * accumulator; on a little-endian host the words come out byte-swapped and one swap of the folded
+ * result corrects that (RFC 1071 section 2(B)). Four accumulators keep the adds independent.
+ */
+static inline uint32_t csum_be(const uint8_t *p, size_t n)
+{
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    while (n >= 16) {
+        uint32_t w[4];
+        memcpy(w, p, 16);
+        a0 += w[0];
+        a1 += w[1];
+        a2 += w[2];
+        a3 += w[3];
+        p += 16;
+        n -= 16;
+    }
+    while (n >= 4) {
+        uint32_t w;
+        memcpy(&w, p, 4);
+        a0 += w;
+        p += 4;
+        n -= 4;
+    }
+    if (n >= 2) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        a1 += h;
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        a2 += HOST_BIG_ENDIAN ? (uint32_t)p[0] << 8 : p[0];
+    uint32_t f = fold(fold(a0) + (uint64_t)fold(a1) + fold(a2) + fold(a3));
+#if !HOST_BIG_ENDIAN
+    f = ((f & 0xffu) << 8) | (f >> 8);
+#endif
+    return f;
+}
+
+/* Sum of n bytes at p, the 16-bit field at p+field counted as zero (field is even). */
+static inline uint32_t csum_without(const uint8_t *p, size_t n, size_t field)
+{
+    return fold((uint64_t)csum_be(p, field) + csum_be(p + field + 2, n - field - 2));
+}
+
+/* ---- little-endian stores into the issue rows ---- */
+
+static inline uint16_t to_le16(uint16_t v)
+{
+#if HOST_BIG_ENDIAN
+    return (uint16_t)((v >> 8) | (v << 8));
+#else
+    return v;
+#endif
+}
+
+static inline uint32_t to_le32(uint32_t v)
+{
+#if HOST_BIG_ENDIAN
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+}
+
+static inline uint64_t to_le64(uint64_t v)
+{
+#if HOST_BIG_ENDIAN
+    return __builtin_bswap64(v);
+#else
+    return v;
+#endif
+}
+
+/* ---- one packet ---- */
+
+enum { R_DONE = 0, R_DEFER = 1 };
+enum { NET_NONE, NET_IPV4, NET_IPV6, NET_DEFER };
+
+typedef struct {
+    issue_row row; /* host byte order until written out */
+    uint32_t ip_len; /* IP packet length, for the GSO flag */
+} verdict;
+
+typedef struct {
+    const uint8_t *pkt; /* frame start: row offsets are relative to it */
+    const uint8_t *port_kind;
+    uint64_t frame;
+    int n;
+    verdict v[ROWS_MAX];
+} packet_ctx;
+
+/* Ethertype chain after a link header: VLAN tags (up to 4; a fifth is the decoder's), then IPv4/IPv6
+ * or nothing. */
+static int walk_ethertype(unsigned et, const uint8_t *p, size_t cap, size_t off, size_t *l3)
+{
+    for (int tags = 0;; tags++) {
+        switch (et) {
+        case 0x0800:
+            *l3 = off;
+            return NET_IPV4;
+        case 0x86dd:
+            *l3 = off;
+            return NET_IPV6;
+        case 0x8100:
+        case 0x88a8:
+        case 0x9100:
+        case 0x9200:
+            if (tags == 4 || cap - off < 4)
+                return NET_DEFER;
+            et = be16(p + off + 2);
+            off += 4;
+            break;
+        /* These may carry IP the decoder judges: MPLS, PPPoE session, PBB, NSH. */
+        case 0x8847:
+        case 0x8848:
+        case 0x8864:
+        case 0x88e7:
+        case 0x894f:
+            return NET_DEFER;
+        default:
+            /* An 802.3 length (LLC, maybe SNAP-encapsulated IP) is left to the decoder. */
+            return et < 0x0600 ? NET_DEFER : NET_NONE;
+        }
+    }
+}
+
+static int link_layer(unsigned linktype, const uint8_t *p, size_t cap, size_t *l3)
+{
+    switch (linktype) {
+    case 1: /* Ethernet */
+        if (cap < 14)
+            return NET_DEFER;
+        return walk_ethertype(be16(p + 12), p, cap, 14, l3);
+    case 113: /* Linux SLL: protocol at 14; libpcap re-inserts a stripped VLAN tag there */
+        if (cap < 16)
+            return NET_DEFER;
+        return walk_ethertype(be16(p + 14), p, cap, 16, l3);
+    case 276: /* Linux SLL2: protocol at 0 */
+        if (cap < 20)
+            return NET_DEFER;
+        return walk_ethertype(be16(p), p, cap, 20, l3);
+    case 101:
+    case 12:
+    case 14: /* raw IP: the version nibble decides */
+        if (cap < 1)
+            return NET_DEFER;
+        *l3 = 0;
+        switch (p[0] >> 4) {
+        case 4:
+            return NET_IPV4;
+        case 6:
+            return NET_IPV6;
+        default:
+            return NET_DEFER;
+        }
+    case 228:
+        *l3 = 0;
+        return NET_IPV4;
+    case 229:
+        *l3 = 0;
+        return NET_IPV6;
+    case 0:
+    case 108: { /* NULL (host order) and LOOP (network order): accept either */
+        if (cap < 4)
+            return NET_DEFER;
+        uint32_t a = le32(p), b = be32(p);
+        *l3 = 4;
+        if (a == 2 || b == 2)
+            return NET_IPV4;
+        /* AF_INET6 on NetBSD/OpenBSD, FreeBSD, Darwin */
+        if (a == 24 || a == 28 || a == 30 || b == 24 || b == 28 || b == 30)
+            return NET_IPV6;
+        return NET_NONE;
+    }
+    default:
+        return NET_DEFER;
+    }
+}
+
+/* The IP packet carrying a checksum: what the rows record about it. */
+typedef struct {
+    const uint8_t *ip;
+    int ver;
+    unsigned proto;
+    uint32_t ip_len;
+} ip_info;
+
+static void fill_row(packet_ctx *c, verdict *v, const ip_info *ip, int depth, unsigned layer,
+                     const uint8_t *field)
+{
+    issue_row *r = &v->row;
+    memset(r, 0, sizeof *r);
+    r->frame = c->frame;
+    r->offset = (uint32_t)(field - c->pkt);
+    r->layer = (uint8_t)layer;
+    r->depth = (uint8_t)depth;
+    r->ipver = (uint8_t)ip->ver;
+    r->proto = (uint8_t)ip->proto;
+    if (ip->ver == 4) {
+        memcpy(r->src, ip->ip + 12, 4);
+        memcpy(r->dst, ip->ip + 16, 4);
+    } else {
+        memcpy(r->src, ip->ip + 8, 16);
+        memcpy(r->dst, ip->ip + 24, 16);
+    }
+    v->ip_len = ip->ip_len;
+}
+
+typedef struct {
+    int has_ports;
+    unsigned sport, dport;
+    int status; /* the L4 status before the kernel rules, for HDR_OFFLOAD */
+    const uint8_t *inner; /* VXLAN inner frame, or NULL */
+    size_t inner_len;
+} l4_result;
+
+/*
+ * Judge the L4 checksum of one IP packet. l4cap: bytes of the L4 segment captured (at most l4len);
+ * pseudo: the unfolded pseudo-header sum (0 for ICMP). Pushes one row.
+ */
+static int judge_l4(packet_ctx *c, int depth, const ip_info *ip, const uint8_t *l4, uint32_t l4len,
+                    size_t l4cap, uint64_t pseudo, l4_result *out)
+{
+    size_t field;
+    unsigned layer, kind = PORT_NONE;
+    switch (ip->proto) {
+    case 6:
+        if (l4len < 20)
+            return R_DEFER;
+        if (l4cap >= 13) {
+            unsigned doff = (unsigned)(l4[12] >> 4) * 4;
+            if (doff < 20 || doff > l4len)
+                return R_DEFER;
+        }
+        field = 16;
+        layer = LAYER_TCP;
+        break;
+    case 17:
+        if (l4len < 8)
+            return R_DEFER;
+        field = 6;
+        layer = LAYER_UDP;
+        if (l4cap >= 4) {
+            kind = c->port_kind[be16(l4 + 2)];
+            if (kind > PORT_VXLAN) /* Geneve, GRE-in-UDP, MPLS-in-UDP: the decoder's */
+                return R_DEFER;
+        }
+        /* tshark takes the L4 length from IP; a UDP length that disagrees is the decoder's */
+        if (l4cap >= 8 && be16(l4 + 4) != l4len)
+            return R_DEFER;
+        break;
+    case 1:
+    case 58:
+        if (l4len < 8)
+            return R_DEFER;
+        field = 2;
+        layer = ip->proto == 1 ? LAYER_ICMP : LAYER_ICMPV6;
+        break;
+    default:
+        return R_DEFER;
+    }
+
+    /* Ports count as known once the header through the checksum field is captured. */
+    out->has_ports = (layer == LAYER_TCP || layer == LAYER_UDP) && l4cap >= field + 2;
+    out->sport = out->has_ports ? be16(l4) : 0;
+    out->dport = out->has_ports ? be16(l4 + 2) : 0;
+    out->inner = NULL;
+    out->inner_len = 0;
+
+    verdict *v = &c->v[c->n++];
+    fill_row(c, v, ip, depth, layer, l4 + field);
+    issue_row *r = &v->row;
+    r->sport = (uint16_t)out->sport;
+    r->dport = (uint16_t)out->dport;
+
+    if (l4cap < l4len) {
+        /* verdicts.md step 1: cut by the snap length */
+        if (kind == PORT_VXLAN)
+            return R_DEFER; /* the decoder judges what of the inner frame survived */
+        r->stored = l4cap >= field + 2 ? be16(l4 + field) : 0;
+        r->status = ST_UNVERIFIABLE;
+        r->flags = FL_TRUNCATED;
+        out->status = ST_UNVERIFIABLE;
+        return R_DONE;
+    }
+
+    unsigned stored = be16(l4 + field);
+    uint32_t s = fold(pseudo + csum_without(l4, l4len, field));
+    unsigned computed = ~s & 0xffffu;
+    if (layer == LAYER_UDP && computed == 0)
+        computed = 0xffff; /* RFC 768 */
+    r->stored = stored;
+    r->computed = computed;
+
+    int status;
+    if (layer == LAYER_UDP && stored == 0) {
+        if (ip->ver == 4) {
+            status = ST_ZERO_ALLOWED;
+        } else if (kind != PORT_NONE) {
+            status = ST_ZERO_ALLOWED; /* RFC 6935/6936 tunnel exemption */
+            r->flags |= FL_TUNNEL_ZERO;
+        } else {
+            status = ST_ZERO_INVALID; /* RFC 8200 section 8.1 */
+        }
+    } else if (fold((uint64_t)s + stored) == 0xffff) {
+        status = ST_OK;
+    } else if (layer != LAYER_ICMP && stored == fold(pseudo)) {
+        status = ST_PARTIAL; /* CHECKSUM_PARTIAL: the pseudo-header sum alone */
+        r->extra = l4len;
+    } else {
+        status = ST_BAD;
+    }
+    r->status = (uint8_t)status;
+    out->status = status;
+
+    if (kind == PORT_VXLAN) {
+        /* RFC 7348: 8-byte header, I flag (0x08) set; then an inner Ethernet frame */
+        if (l4len < 16 || !(l4[8] & 0x08))
+            return R_DEFER;
+        out->inner = l4 + 16;
+        out->inner_len = l4len - 16;
+    }
+    return R_DONE;
+}
+
+/* The IPv4 header checksum, pushed before its L4 row: wire order. */
+static void judge_ipv4_header(packet_ctx *c, int depth, const ip_info *ip, size_t ihl,
+                              const l4_result *l4)
+{
+    const uint8_t *h = ip->ip;
+    unsigned stored = be16(h + 10);
+    uint32_t s = csum_without(h, ihl, 10);
+    verdict *v = &c->v[c->n++];
+    fill_row(c, v, ip, depth, LAYER_IPV4, h + 10);
+    issue_row *r = &v->row;
+    r->stored = stored;
+    r->computed = ~s & 0xffffu;
+    if (l4->has_ports) {
+        r->sport = (uint16_t)l4->sport;
+        r->dport = (uint16_t)l4->dport;
+    }
+    if (fold((uint64_t)s + stored) == 0xffff) {
+        r->status = ST_OK;
+    } else if (stored == 0 && l4->status == ST_PARTIAL) {
+        r->status = ST_PARTIAL; /* the NIC fills in the header checksum too */
+        r->flags = FL_HDR_OFFLOAD;
+    } else {
+        r->status = ST_BAD;
+    }
+}
+
+/* Swap the L4 row (pushed first, since the header verdict needs it) behind its header row. */
+static void header_first(packet_ctx *c)
+{
+    verdict t = c->v[c->n - 2];
+    c->v[c->n - 2] = c->v[c->n - 1];
+    c->v[c->n - 1] = t;
+}
+
+static int ipv4_level(packet_ctx *c, int depth, const uint8_t *h, size_t cap, size_t orig,
+                      l4_result *l4)
+{
+    if (cap < 20 || (h[0] >> 4) != 4)
+        return R_DEFER;
+    size_t ihl = (size_t)(h[0] & 0x0f) * 4;
+    uint32_t total = be16(h + 2);
+    if (ihl < 20 || ihl > cap || total == 0 || total < ihl || total > orig)
+        return R_DEFER; /* total 0: TSO/Windows LSO; the decoder knows those */
+    if (be16(h + 6) & 0x3fff)
+        return R_DEFER; /* a fragment: reassembly is the decoder's */
+    for (size_t i = 20; i < ihl;) {
+        unsigned opt = h[i];
+        if (opt == 0)
+            break;
+        if (opt == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= ihl)
+            return R_DEFER;
+        size_t len = h[i + 1];
+        if (len < 2 || i + len > ihl)
+            return R_DEFER;
+        if (opt == 131 || opt == 137)
+            return R_DEFER; /* source route: the pseudo-header takes the final destination */
+        i += len;
+    }
+    ip_info ip = {h, 4, h[9], total};
+    if (ip.proto != 1 && ip.proto != 6 && ip.proto != 17)
+        return R_DEFER;
+    uint32_t l4len = total - (uint32_t)ihl;
+    size_t l4cap = (cap < total ? cap : total) - ihl;
+    uint64_t pseudo = ip.proto == 1 ? 0 : (uint64_t)csum_be(h + 12, 8) + ip.proto + l4len;
+    if (judge_l4(c, depth, &ip, h + ihl, l4len, l4cap, pseudo, l4) != R_DONE)
+        return R_DEFER;
+    judge_ipv4_header(c, depth, &ip, ihl, l4);
+    header_first(c);
+    return R_DONE;
+}
+
+static int ipv6_level(packet_ctx *c, int depth, const uint8_t *h, size_t cap, size_t orig,
+                      l4_result *l4)
+{
+    if (cap < 40 || (h[0] >> 4) != 6)
+        return R_DEFER;
+    uint32_t plen = be16(h + 4);
+    unsigned nh = h[6];
+    /* plen 0: a jumbogram/BIG TCP; any extension header: the decoder's */
+    if (plen == 0 || (nh != 6 && nh != 17 && nh != 58) || 40 + (size_t)plen > orig)
+        return R_DEFER;
+    ip_info ip = {h, 6, nh, 40 + plen};
+    size_t l4cap = (cap < 40 + (size_t)plen ? cap : 40 + (size_t)plen) - 40;
+    uint64_t pseudo = (uint64_t)csum_be(h + 8, 32) + nh + plen;
+    return judge_l4(c, depth, &ip, h + 40, plen, l4cap, pseudo, l4);
+}
+
+/* Kernel tp_status rules, then the GSO flag (verdicts.md). Returns kernel overrides. */
+static int finish_packet(packet_ctx *c, uint32_t tp_status)
+{
+    int overrides = 0;
+    if (tp_status != TP_STATUS_UNKNOWN) {
+        if (tp_status & TP_STATUS_CSUMNOTREADY) {
+            /* the innermost offloadable checksum still pending: bad or partial; rows go outer first */
+            for (int k = c->n - 1; k >= 0; k--) {
+                issue_row *r = &c->v[k].row;
+                if ((r->layer == LAYER_TCP || r->layer == LAYER_UDP || r->layer == LAYER_ICMPV6) &&
+                    (r->status == ST_BAD || r->status == ST_PARTIAL)) {
+                    r->status = ST_PARTIAL;
+                    r->flags |= FL_KERNEL;
+                    break;
+                }
+            }
+        }
+        if (tp_status & TP_STATUS_CSUM_VALID) {
+            for (int k = 0; k < c->n; k++) {
+                issue_row *r = &c->v[k].row;
+                if ((r->layer == LAYER_TCP || r->layer == LAYER_UDP) &&
+                    (r->status == ST_BAD || r->status == ST_PARTIAL)) {
+                    r->status = ST_OK;
+                    r->flags |= FL_KERNEL;
+                    overrides++;
+                }
+            }
+        }
+    }
+    for (int k = 0; k < c->n; k++) {
+        issue_row *r = &c->v[k].row;
+        if (r->layer != LAYER_IPV4 && r->status == ST_PARTIAL && c->v[k].ip_len > 1500)
+            r->flags |= FL_GSO;
+    }
+    return overrides;
+}
+
+static int scan_packet(packet_ctx *c, unsigned linktype, const uint8_t *p, size_t cap, size_t orig)
+{
+    for (int depth = 0;; depth++) {
+        size_t l3 = 0;
+        int net = link_layer(linktype, p, cap, &l3);
+        if (net == NET_DEFER)
+            return R_DEFER;
+        if (net == NET_NONE)
+            return R_DONE;
+        l4_result l4;
+        int r = net == NET_IPV4 ? ipv4_level(c, depth, p + l3, cap - l3, orig - l3, &l4)
+                                : ipv6_level(c, depth, p + l3, cap - l3, orig - l3, &l4);
+        if (r != R_DONE)
+            return R_DEFER;
+        if (!l4.inner)
+            return R_DONE;
+        if (depth + 1 >= MAX_DEPTH)
+            return R_DEFER;
+        /* The inner frame lies inside a fully captured UDP datagram. */
+        linktype = 1;
+        p = l4.inner;
+        cap = orig = l4.inner_len;
+    }
+}
+
+static void write_row(uint8_t *dst, const issue_row *r)
+{
+    issue_row o = *r;
+    o.frame = to_le64(o.frame);
+    o.offset = to_le32(o.offset);
+    o.stored = to_le32(o.stored);
+    o.computed = to_le32(o.computed);
+    o.extra = to_le32(o.extra);
+    o.sport = to_le16(o.sport);
+    o.dport = to_le16(o.dport);
+    memcpy(dst, &o, sizeof o);
+}
+
+typedef struct {
+    const uint8_t *buf;
+    size_t buf_len;
+    const int64_t *offset;
+    const uint32_t *caplen, *origlen, *tp_status;
+    const uint16_t *linktype;
+    const uint8_t *port_kind;
+    size_t n;
+    uint64_t first_frame;
+    int64_t *counts;
+    uint8_t *issues;
+    size_t issues_cap;
+    uint32_t *deferred;
+    int64_t *stats;
+} scan_args;
+
+/* The loop the GIL is released around. Returns the next index; *n_issues, *n_deferred set. */
+static size_t scan_loop(const scan_args *a, size_t start, size_t *n_issues, size_t *n_deferred)
+{
+    size_t ni = 0, nd = 0, i;
+    packet_ctx c;
+    c.port_kind = a->port_kind;
+    for (i = start; i < a->n; i++) {
+        int64_t off = a->offset[i];
+        size_t cap = a->caplen[i], orig = a->origlen[i];
+        int r = R_DEFER;
+        c.n = 0;
+        if (off >= 0 && (uint64_t)off <= a->buf_len && cap <= a->buf_len - (size_t)off &&
+            cap <= orig) {
+            c.pkt = a->buf + off;
+            c.frame = a->first_frame + i;
+            r = scan_packet(&c, a->linktype[i], c.pkt, cap, orig);
+        }
+        if (r == R_DEFER) {
+            a->deferred[nd++] = (uint32_t)i;
+            a->stats[2]++;
+            continue;
+        }
+        int overrides = finish_packet(&c, a->tp_status[i]);
+        size_t rows = 0;
+        for (int k = 0; k < c.n; k++)
+            rows += c.v[k].row.status != ST_OK;
+        if (rows > a->issues_cap - ni)
+            break; /* the caller grows `issues` and resumes here; nothing of i is written */
+        for (int k = 0; k < c.n; k++) {
+            const issue_row *row = &c.v[k].row;
+            a->counts[(row->depth * N_LAYERS + row->layer) * N_STATUS + row->status]++;
+            if (row->status != ST_OK)
+                write_row(a->issues + sizeof(issue_row) * ni++, row);
+        }
+        a->stats[0]++;
+        a->stats[1] += (int64_t)cap;
+        a->stats[3] += overrides;
+    }
+    *n_issues = ni;
+    *n_deferred = nd;
+    return i;
+}
+
+/* ---- argument checking ---- */
+
+/* Does a struct-module format describe a native-order integer of this size and signedness? */
+static int int_format_ok(const char *fmt, int is_signed)
+{
+    if (fmt == NULL)
+        return !is_signed; /* unformatted: bytes; the caller checks itemsize */
+    if (*fmt == '@' || *fmt == '=' || *fmt == (HOST_BIG_ENDIAN ? '>' : '<') ||
+        (HOST_BIG_ENDIAN && *fmt == '!'))
+        fmt++;
+    if (fmt[0] == '\0' || fmt[1] != '\0')
+        return 0;
+    const char *codes = is_signed ? "bhilq" : "BHILQ";
+    if (strchr(codes, fmt[0]) == NULL)
+        return 0;
+    return 1;
+}
+
+typedef struct {
+    Py_buffer views[13];
+    int n;
+} held_views;
+
+static void release_views(held_views *h)
+{
+    while (h->n > 0)
+        PyBuffer_Release(&h->views[--h->n]);
+}
+
+/*
+ * Take a C-contiguous buffer of `itemsize`-byte integers (is_signed: -1 for "any layout", the
+ * issues rows). Raises TypeError naming the argument.
+ */
+static Py_buffer *get_view(held_views *h, PyObject *obj, const char *name, Py_ssize_t itemsize,
+                           int is_signed, int writable)
+{
+    Py_buffer *v = &h->views[h->n];
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0) | (is_signed >= 0 ? PyBUF_FORMAT : 0);
+    if (PyObject_GetBuffer(obj, v, flags) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a %sC-contiguous buffer (got %.100s)", name,
+                     writable ? "writable " : "", Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    h->n++;
+    if (is_signed >= 0 && (v->itemsize != itemsize || !int_format_ok(v->format, is_signed))) {
+        PyErr_Format(PyExc_TypeError, "%s must hold %s%d-bit integers (got format '%s', itemsize %zd)",
+                     name, is_signed ? "signed " : "unsigned ", (int)(itemsize * 8),
+                     v->format ? v->format : "B", v->itemsize);
+        return NULL;
+    }
+    return v;
+}
+
+static PyObject *fastscan_scan(PyObject *self, PyObject *args)
+{
+    PyObject *o_buf, *o_offset, *o_caplen, *o_origlen, *o_linktype, *o_tp, *o_first, *o_ports;
+    PyObject *o_counts, *o_issues, *o_deferred, *o_stats;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "OOOOOOOnOOOOO:scan", &o_buf, &o_offset, &o_caplen, &o_origlen,
+                          &o_linktype, &o_tp, &o_first, &start, &o_ports, &o_counts, &o_issues,
+                          &o_deferred, &o_stats))
+        return NULL;
+
+    scan_args a;
+    memset(&a, 0, sizeof a);
+    a.first_frame = PyLong_AsUnsignedLongLong(o_first);
+    if (a.first_frame == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "first_frame must be a non-negative int");
+        return NULL;
+    }
+
+    held_views h = {.n = 0};
+    Py_buffer *buf, *offset, *caplen, *origlen, *linktype, *tp, *ports, *counts, *issues, *deferred,
+        *stats;
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(o_buf, &h.views[0], PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "buf must be a contiguous bytes-like object (got %.100s)",
+                     Py_TYPE(o_buf)->tp_name);
+        return NULL;
+    }
+    buf = &h.views[h.n++];
+    if (!(offset = get_view(&h, o_offset, "offset", 8, 1, 0)) ||
+        !(caplen = get_view(&h, o_caplen, "caplen", 4, 0, 0)) ||
+        !(origlen = get_view(&h, o_origlen, "origlen", 4, 0, 0)) ||
+        !(linktype = get_view(&h, o_linktype, "linktype", 2, 0, 0)) ||
+        !(tp = get_view(&h, o_tp, "tp_status", 4, 0, 0)) ||
+        !(ports = get_view(&h, o_ports, "port_kind", 1, 0, 0)) ||
+        !(counts = get_view(&h, o_counts, "counts", 8, 1, 1)) ||
+        !(issues = get_view(&h, o_issues, "issues", 0, -1, 1)) ||
+        !(deferred = get_view(&h, o_deferred, "deferred", 4, 0, 1)) ||
+        !(stats = get_view(&h, o_stats, "stats", 8, 1, 1)))
+        goto done;
+
+    Py_ssize_t n = offset->len / 8;
+    if (caplen->len / 4 != n || origlen->len / 4 != n || linktype->len / 2 != n || tp->len / 4 != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset, caplen, origlen, linktype and tp_status must have the same length "
+                     "(%zd, %zd, %zd, %zd, %zd)",
+                     n, caplen->len / 4, origlen->len / 4, linktype->len / 2, tp->len / 4);
+        goto done;
+    }
+    if (n > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a batch holds at most 2**32-1 packets");
+        goto done;
+    }
+    if (start < 0 || start > n) {
+        PyErr_Format(PyExc_ValueError, "start %zd out of range [0, %zd]", start, n);
+        goto done;
+    }
+    if (ports->len != 65536) {
+        PyErr_Format(PyExc_ValueError, "port_kind must have 65536 entries (got %zd)", ports->len);
+        goto done;
+    }
+    if (counts->len != (Py_ssize_t)(MAX_DEPTH * N_LAYERS * N_STATUS * 8)) {
+        PyErr_Format(PyExc_ValueError, "counts must hold %d int64 ([%d][%d][%d]), got %zd bytes",
+                     MAX_DEPTH * N_LAYERS * N_STATUS, MAX_DEPTH, N_LAYERS, N_STATUS, counts->len);
+        goto done;
+    }
+    if ((issues->itemsize != 1 && issues->itemsize != (Py_ssize_t)sizeof(issue_row)) ||
+        issues->len % (Py_ssize_t)sizeof(issue_row) != 0) {
+        PyErr_Format(PyExc_ValueError, "issues must be an array of %d-byte ISSUE_DTYPE rows",
+                     (int)sizeof(issue_row));
+        goto done;
+    }
+    if (deferred->len / 4 < n - start) {
+        PyErr_Format(PyExc_ValueError, "deferred needs room for %zd indices, has %zd", n - start,
+                     deferred->len / 4);
+        goto done;
+    }
+    if (stats->len != 8 * 8) {
+        PyErr_SetString(PyExc_ValueError, "stats must be int64[8]");
+        goto done;
+    }
+
+    a.buf = buf->buf;
+    a.buf_len = (size_t)buf->len;
+    a.offset = offset->buf;
+    a.caplen = caplen->buf;
+    a.origlen = origlen->buf;
+    a.linktype = linktype->buf;
+    a.tp_status = tp->buf;
+    a.port_kind = ports->buf;
+    a.n = (size_t)n;
+    a.counts = counts->buf;
+    a.issues = issues->buf;
+    a.issues_cap = (size_t)issues->len / sizeof(issue_row);
+    a.deferred = deferred->buf;
+    a.stats = stats->buf;
+
+    size_t next, n_issues, n_deferred;
+    Py_BEGIN_ALLOW_THREADS
+    next = scan_loop(&a, (size_t)start, &n_issues, &n_deferred);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(nnn)", (Py_ssize_t)next, (Py_ssize_t)n_issues, (Py_ssize_t)n_deferred);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(scan_doc,
+"scan(buf, offset, caplen, origlen, linktype, tp_status, first_frame, start,\n"
+"     port_kind, counts, issues, deferred, stats) -> (next_index, n_issues, n_deferred)\n"
+"\n"
+"Judge the checksums of packets start.. of a batch. Rows go to the beginning of `issues`\n"
+"(ISSUE_DTYPE) and `deferred` (uint32 batch indices); `counts` (int64[8][9][7]) and `stats`\n"
+"(int64[8]) accumulate. Stops early, before packet next_index, when `issues` lacks room for\n"
+"that packet's rows; nothing of that packet has been counted then.");
+
+static PyMethodDef fastscan_methods[] = {
+    {"scan", fastscan_scan, METH_VARARGS, scan_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef fastscan_module = {
+    PyModuleDef_HEAD_INIT, "_fastscan", "The checksum scanner's C fast path.", -1, fastscan_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__fastscan(void)
+{
+    PyObject *m = PyModule_Create(&fastscan_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "MAX_ROWS_PER_PACKET", ROWS_MAX) < 0 ||
+        PyModule_AddIntConstant(m, "ISSUE_SIZE", (long)sizeof(issue_row)) < 0 ||
+        PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH) < 0 ||
+        PyModule_AddIntConstant(m, "N_LAYERS", N_LAYERS) < 0 ||
+        PyModule_AddIntConstant(m, "N_STATUS", N_STATUS) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

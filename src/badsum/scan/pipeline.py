@@ -1,0 +1,180 @@
+"""Scan fast, explain slow: one capture through the C scanner and the detailed decoder.
+
+Batches come from the reader in order. The C scanner (GIL released) judges the common packets;
+with `jobs > 1` several batches are scanned at once on threads. The packets it defers go through
+the detailed decoder in capture order (reassembly needs that order). Each batch's non-ok rows go
+to the sinks in frame order, then are dropped: memory does not grow with the capture.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from badsum.capture.batch import Batch
+from badsum.checksum.detailed import DetailedJudge
+from badsum.checksum.verdict import MAX_DEPTH, N_LAYERS, N_STATUS, Status, VerdictFlag
+from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
+from badsum.scan.flowtable import FlowTable
+from badsum.scan.rows import merge_sorted, verdicts_to_rows
+from badsum.wire.ports import PortTable
+
+#: Examples of decode issues kept for the report (the counts are complete).
+MAX_ISSUE_EXAMPLES = 20
+
+
+class RowSink(Protocol):
+    """Receives each batch's non-ok rows (frame order), and late rows for earlier frames."""
+
+    def rows(self, batch: Batch, rows: np.ndarray) -> None: ...
+
+    def late_rows(self, rows: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """How to scan."""
+
+    vxlan_ports: tuple[int, ...] = ()
+    """UDP ports decoded as VXLAN besides 4789 and 8472."""
+    jobs: int = 1
+    """Threads for the fast path."""
+    fast: bool = True
+    """False: every packet through the detailed decoder (the reference path)."""
+
+
+@dataclass(slots=True)
+class ScanSummary:
+    """Everything the report needs; bounded in size whatever the capture."""
+
+    packets: int = 0
+    bytes: int = 0
+    deferred: int = 0
+    kernel_overrides: int = 0
+    gso_frames: int = 0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros((MAX_DEPTH, N_LAYERS, N_STATUS), dtype=np.int64))
+    linktypes: Counter = field(default_factory=Counter)
+    decode_issues: Counter = field(default_factory=Counter)
+    issue_examples: list[tuple[int, str]] = field(default_factory=list)
+    flows: FlowTable = field(default_factory=FlowTable)
+    inbound_partial: int = 0
+
+    def status_total(self, status: Status) -> int:
+        return int(self.counts[:, :, int(status)].sum())
+
+
+class Scanner:
+    """Runs batches through both paths; feed it with `run(batches)`."""
+
+    def __init__(self, config: ScanConfig = ScanConfig(), sinks: Iterable[RowSink] = ()) -> None:
+        self.config = config
+        self.sinks = list(sinks)
+        self.ports = PortTable.with_vxlan_ports(config.vxlan_ports)
+        self.fast = FastScanner(port_table(extra_vxlan=config.vxlan_ports)) if config.fast else None
+        self.judge = DetailedJudge(self.ports)
+        self.summary = ScanSummary()
+
+    def run(self, batches: Iterable[Batch], progress: Callable[[Batch], None] | None = None) -> ScanSummary:
+        for batch, fast in self._fast_results(batches):
+            self._finish_batch(batch, fast)
+            if progress is not None:
+                progress(batch)
+        late = verdicts_to_rows(self.judge.expired(final=True))
+        self._emit_late(late)
+        return self.summary
+
+    def _fast_results(self, batches: Iterable[Batch]) -> Iterator[tuple[Batch, FastResult | None]]:
+        if self.fast is None:
+            for b in batches:
+                yield b, None
+            return
+        if self.config.jobs <= 1:
+            for b in batches:
+                yield b, self.fast.scan(b)
+            return
+        # A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
+        with ThreadPoolExecutor(max_workers=self.config.jobs, thread_name_prefix="badsum-scan") as pool:
+            window: list[tuple[Batch, Future[FastResult]]] = []
+            for b in batches:
+                window.append((b, pool.submit(self.fast.scan, b)))
+                if len(window) > self.config.jobs:
+                    first, fut = window.pop(0)
+                    yield first, fut.result()
+            for b, fut in window:
+                yield b, fut.result()
+
+    def _finish_batch(self, batch: Batch, fast: FastResult | None) -> None:
+        s = self.summary
+        n = len(batch)
+        s.packets += n
+        s.bytes += int(batch.caplen.sum(dtype=np.int64))
+        for lt, c in zip(*np.unique(batch.linktype, return_counts=True)):
+            s.linktypes[int(lt)] += int(c)
+        parts = []
+        if fast is not None:
+            s.counts += fast.counts
+            s.kernel_overrides += int(fast.stats[STAT_KERNEL_OVERRIDES])
+            parts.append(fast.issues)
+            todo = fast.deferred
+        else:
+            todo = np.arange(n, dtype=np.uint32)
+        s.deferred += len(todo) if fast is not None else 0
+        parts.append(self._detailed(batch, todo))
+        rows = merge_sorted(parts)
+        late = verdicts_to_rows(self.judge.expired())
+        self._account(batch, rows)
+        for sink in self.sinks:
+            sink.rows(batch, rows)
+        self._emit_late(late)
+
+    def _detailed(self, batch: Batch, indices: np.ndarray) -> np.ndarray:
+        s = self.summary
+        verdicts = []
+        for i in indices.tolist():
+            o, cap = int(batch.offset[i]), int(batch.caplen[i])
+            frame_no = batch.first_frame + i
+            res = self.judge.judge(
+                frame_no,
+                int(batch.ts_ns[i]),
+                bytes(batch.buf[o : o + cap]),
+                int(batch.origlen[i]),
+                int(batch.linktype[i]),
+                int(batch.tp_status[i]),
+            )
+            for v in res.verdicts:
+                s.counts[min(v.depth, MAX_DEPTH - 1), int(v.layer), int(v.status)] += 1
+                if v.flags & VerdictFlag.KERNEL and v.status == Status.OK:
+                    s.kernel_overrides += 1
+            verdicts.extend(res.verdicts)
+            for issue in res.issues:
+                s.decode_issues[issue.code] += 1
+                if len(s.issue_examples) < MAX_ISSUE_EXAMPLES:
+                    s.issue_examples.append((frame_no, str(issue)))
+        return verdicts_to_rows(verdicts)
+
+    def _account(self, batch: Batch, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        s = self.summary
+        s.flows.add(rows)
+        partial = rows["status"] == int(Status.PARTIAL)
+        s.gso_frames += len(np.unique(rows["frame"][partial & ((rows["flags"] & int(VerdictFlag.GSO)) != 0)]))
+        if partial.any():
+            idx = (rows["frame"][partial] - batch.first_frame).astype(np.int64)
+            ok = (idx >= 0) & (idx < len(batch))
+            # pcapng epb_flags: a partial checksum on a packet the interface *received* is a fault.
+            s.inbound_partial += int((batch.direction[idx[ok]] == 1).sum())
+
+    def _emit_late(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        for v in rows:
+            self.summary.counts[min(int(v["depth"]), MAX_DEPTH - 1), int(v["layer"]), int(v["status"])] += 1
+        self.summary.flows.add(rows)
+        for sink in self.sinks:
+            sink.late_rows(rows)

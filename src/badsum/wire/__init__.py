@@ -1,0 +1,1 @@
+"""Decoding bytes into typed headers, one module per protocol. Pure: no I/O."""

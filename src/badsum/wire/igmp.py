@@ -1,0 +1,28 @@
+"""IGMP (RFC 2236/3376) header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from badsum.wire.cursor import Cursor
+
+CHECKSUM_OFFSET = 2
+
+
+@dataclass(frozen=True, slots=True)
+class IGMPHeader:
+    """An IGMP header."""
+
+    offset: int
+    """Absolute offset of the header."""
+    type: int
+    """Message type."""
+    checksum: int
+    """Checksum as stored."""
+
+
+def decode(c: Cursor) -> IGMPHeader:
+    start = c.pos
+    t = c.pull_u8()
+    c.skip(1)
+    return IGMPHeader(start, t, c.pull_u16())

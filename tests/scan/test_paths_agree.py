@@ -1,0 +1,112 @@
+"""The fast path and the detailed decoder give the same verdicts on every packet (DESIGN.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import write_zoo
+from conftest import corpus_files
+
+from badsum.capture import open_capture
+from badsum.scan.pipeline import ScanConfig, Scanner
+
+KEY = ["frame", "layer", "depth", "status", "offset", "stored", "computed", "flags", "extra", "ipver", "proto", "sport", "dport", "src", "dst"]
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+
+    def rows(self, batch, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+
+    def late_rows(self, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+
+
+def scan(path: Path, fast: bool, jobs: int = 1):  # noqa: ANN201
+    sink = Collect()
+    scanner = Scanner(ScanConfig(fast=fast, jobs=jobs), [sink])
+    with open_capture(path, chunk_size=1 << 16) as reader:  # small chunks: many batches
+        summary = scanner.run(reader)
+    rows = np.concatenate(sink.parts) if sink.parts else np.zeros(0)
+    return summary, sorted(map(tuple, rows[KEY].tolist())) if len(rows) else []
+
+
+def assert_same(path: Path) -> int:
+    fast, fast_rows = scan(path, True)
+    slow, slow_rows = scan(path, False)
+    assert np.array_equal(fast.counts, slow.counts), np.argwhere(fast.counts != slow.counts)
+    assert fast_rows == slow_rows
+    assert fast.packets == slow.packets
+    return fast.packets - fast.deferred
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_corpus_paths_agree(path: Path) -> None:
+    assert_same(path)
+
+
+def test_zoo_paths_agree_and_fast_path_did_the_work(tmp_path: Path) -> None:
+    p = tmp_path / "zoo.pcap"
+    write_zoo(p)
+    judged_fast = assert_same(p)
+    assert judged_fast >= 15  # most zoo frames are common cases the C scanner must judge itself
+
+
+def test_jobs_give_the_same_result(tmp_path: Path) -> None:
+    p = tmp_path / "zoo.pcap"
+    write_zoo(p)
+    one, rows1 = scan(p, True, jobs=1)
+    two, rows2 = scan(p, True, jobs=3)
+    assert np.array_equal(one.counts, two.counts) and rows1 == rows2
+
+
+def _batch(frames: list[tuple[bytes, int, int]]):  # noqa: ANN202 - (data, linktype, tp_status)
+    from badsum.capture.batch import Batch
+
+    buf = b"".join(f for f, _, _ in frames)
+    offs = np.cumsum([0] + [len(f) for f, _, _ in frames[:-1]]).astype(np.int64)
+    n = len(frames)
+    lens = np.array([len(f) for f, _, _ in frames], dtype=np.uint32)
+    return Batch(
+        buf, 1, offs, lens, lens.copy(), np.zeros(n, np.int64),
+        np.array([lt for _, lt, _ in frames], np.uint16), np.zeros(n, np.uint32),
+        np.array([tp for _, _, tp in frames], np.uint32), np.zeros(n, np.uint8), np.zeros(n, np.int64),
+    )  # fmt: skip
+
+
+def test_kernel_status_and_sll_vlan_agree() -> None:
+    from builders import zoo
+    from scapy.all import IP, TCP, Dot1Q, Ether, Raw
+
+    from badsum.checksum.verdict import TP_STATUS_CSUM_VALID, TP_STATUS_CSUMNOTREADY, TP_STATUS_GSO_TCP
+    from badsum.scan.rows import verdicts_to_rows
+
+    big = Ether(bytes(Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2) / Raw(b"x" * 3000)))
+    big[TCP].chksum ^= 0x1111
+    big = bytes(big)
+    bad = next(c.frame for c in zoo() if c.name == "tcp4-bad")
+    # SLL header (16 bytes) whose protocol is a VLAN tag libpcap re-inserted, then the tag and IPv4.
+    sll = b"\x00\x00\x00\x01\x00\x06" + b"\x02" * 6 + b"\x00\x00" + b"\x81\x00"
+    inner = bytes(Dot1Q(vlan=5) / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=3, dport=4))
+    frames = [
+        (big, 1, TP_STATUS_CSUMNOTREADY | TP_STATUS_GSO_TCP),
+        (bad, 1, TP_STATUS_CSUM_VALID),
+        (bad, 1, TP_STATUS_CSUMNOTREADY),
+        (sll + inner, 113, 0xFFFFFFFF),
+    ]
+    batch = _batch(frames)
+    fast = Scanner(ScanConfig()).fast.scan(batch)
+    assert len(fast.deferred) == 0  # the C scanner judged all four itself
+    from badsum.checksum.detailed import DetailedJudge
+
+    judge = DetailedJudge()
+    verdicts = [v for i, (f, lt, tp) in enumerate(frames) for v in judge.judge(i + 1, 0, f, len(f), lt, tp).verdicts]
+    slow = verdicts_to_rows(verdicts)
+    assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
+    assert {(int(r["frame"]), int(r["status"]), int(r["flags"])) for r in slow} == {(1, 2, 0x01 | 0x02), (3, 2, 0x02)}
+    assert any(v.frame == 4 and v.layer.label == "tcp" and v.status.label == "ok" for v in verdicts)
