@@ -385,7 +385,7 @@ class Generator:
             m = z - a
             L = lens[a:z]
             fill_eth(b, R, 0x0800, rng)
-            vtep = lambda k: np.column_stack(  # noqa: E731
+            vtep = lambda k: np.column_stack(
                 [np.full((m, 3), (198, 51, 100), np.uint8), rng.integers(k, k + 16, m).astype(np.uint8)]
             )
             fill_ipv4(b, IP, L - 14, 17, vtep(1), vtep(101), rng)

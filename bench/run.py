@@ -353,7 +353,7 @@ def find_badsum(override: str | None) -> list[str] | None:
     if exe:
         return [exe]
     try:
-        r = subprocess.run([sys.executable, "-m", "badsum", "--help"], capture_output=True, timeout=60)
+        r = subprocess.run([sys.executable, "-m", "badsum", "--help"], check=False, capture_output=True, timeout=60)
         if r.returncode == 0:
             return [sys.executable, "-m", "badsum"]
     except (OSError, subprocess.TimeoutExpired):
@@ -363,7 +363,7 @@ def find_badsum(override: str | None) -> list[str] | None:
 
 def tool_version(argv: list[str]) -> str:
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
         return (r.stdout or r.stderr).strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired, IndexError):
         return "?"

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from itertools import count
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 # One prefix per test process; the leak test looks for anything left under it.
 SESSION_PREFIX = f"bs-{secrets.token_hex(4)}"
@@ -47,7 +47,7 @@ def run(argv: Sequence[str], *, timeout: float = CMD_TIMEOUT, check: bool = True
     """Run argv (never a shell string) with a timeout; raise NetnsError on failure if check."""
     argv = [str(a) for a in argv]
     try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
+        cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, input=input,
                             stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
         raise NetnsError(f"timed out after {timeout}s: {argv}") from e
@@ -155,8 +155,9 @@ class Topology:
             raise ValueError("test namespaces are named bs-...")
         self.namespaces: list[str] = []
         self.processes: list[Background] = []
+        self.addresses: dict[tuple[str, str], list[str]] = {}
 
-    def __enter__(self) -> Topology:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -198,6 +199,7 @@ class Topology:
         _check_doc_address(cidr)
         extra = ["nodad"] if ipaddress.ip_interface(cidr).version == 6 else []
         self.ip(ns, "addr", "add", cidr, "dev", ifname, *extra)
+        self.addresses.setdefault((ns, ifname), []).append(cidr)
 
     def up(self, ns: str, ifname: str) -> None:
         self.ip(ns, "link", "set", ifname, "up")
@@ -210,11 +212,18 @@ class Topology:
         wait_for(up, timeout=timeout, what=f"{ns}/{ifname} operstate UP")
 
     def wait_addrs_ready(self, ns: str, ifname: str, timeout: float = 5.0) -> None:
-        """Poll `ip -j addr` until no address on ifname is tentative."""
+        """Poll `ip -j addr` until the addresses addr() put on ifname are present and not tentative.
+
+        The kernel's own fe80:: address still runs DAD (about 2 s); our traffic does not need it.
+        """
+        wanted = {str(ipaddress.ip_interface(c).ip) for c in self.addresses.get((ns, ifname), [])}
+
         def ready() -> bool:
             info = self.ip_json(ns, "addr", "show", "dev", ifname)
-            return bool(info) and not any(a.get("tentative") for a in info[0].get("addr_info", []))
-        wait_for(ready, timeout=timeout, what=f"{ns}/{ifname} addresses past DAD")
+            usable = {a["local"] for a in (info[0].get("addr_info", []) if info else [])
+                      if not a.get("tentative")}
+            return wanted <= usable
+        wait_for(ready, timeout=timeout, what=f"{ns}/{ifname} addresses {sorted(wanted)} past DAD")
 
     # -- ethtool ---------------------------------------------------------------------------
 
@@ -248,8 +257,8 @@ class Topology:
         """Capture ifname to path (every packet flushed, full length); return once listening."""
         # -Z root: Debian's tcpdump otherwise drops to user tcpdump and cannot write into a
         # root-only pytest tmp dir. --immediate-mode: no packet waits in a TPACKET_V3 block; it
-        # means TPACKET_V2 with one snaplen-sized slot per packet, so the default 2 MB ring holds
-        # only a handful and a burst of small segments overflowed it ("N packets dropped by
+        # means TPACKET_V2 with one large fixed-size slot per packet, so the default 2 MB ring
+        # holds few packets and a burst of small segments overflowed it ("N packets dropped by
         # kernel"): -B 32768 (KiB) gives hundreds of slots.
         bg = self.spawn(ns, ["tcpdump", "-i", ifname, "-nn", "-U", "-s", "0", "--immediate-mode",
                              "-B", "32768", "-Z", "root", "-w", str(path), *bpf])

@@ -74,8 +74,8 @@ def pcap(
 
 def simple_pcap(count: int = 6, **kw: object) -> Built:
     sizes = [60, 0, 1, 1514, 77, 3, 42, 9000]
-    packets = [(1_700_000_000 + i, 1000 * i + 7, payload(sizes[i % len(sizes)], i), sizes[i % len(sizes)] + i % 2)
-               for i in range(count)]  # fmt: skip
+    lengths = [sizes[i % len(sizes)] for i in range(count)]
+    packets = [(1_700_000_000 + i, 1000 * i + 7, payload(n, i), n + i % 2) for i, n in enumerate(lengths)]
     return pcap(packets, **kw)  # type: ignore[arg-type]
 
 
@@ -102,12 +102,16 @@ def block(block_type: int, body: bytes, order: str = "<") -> bytes:
     return struct.pack(order + "II", block_type, total) + body + struct.pack(order + "I", total)
 
 
-def shb(order: str = "<", version: tuple[int, int] = (1, 0), options: list[tuple[int, bytes]] | None = None) -> bytes:
+def shb(
+    order: str = "<", version: tuple[int, int] = (1, 0), options: list[tuple[int, bytes]] | None = None
+) -> bytes:
     body = struct.pack(order + "IHHq", 0x1A2B3C4D, *version, -1) + opts(options or [], order)
     return block(0x0A0D0D0A, body, order)
 
 
-def idb(linktype: int, snaplen: int = 0, order: str = "<", options: list[tuple[int, bytes]] | None = None) -> bytes:
+def idb(
+    linktype: int, snaplen: int = 0, order: str = "<", options: list[tuple[int, bytes]] | None = None
+) -> bytes:
     return block(1, struct.pack(order + "HHI", linktype, 0, snaplen) + opts(options or [], order), order)
 
 

@@ -11,9 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from capfiles import CORPUS, corpus_dir
 
 from badsum.capture import Batch, CaptureReader, open_capture
-from capfiles import CORPUS, corpus_dir
 
 pytestmark = pytest.mark.corpus
 
@@ -133,10 +133,9 @@ def test_pcapng_times_match_live_tshark() -> None:
     if shutil.which("tshark") is None:
         pytest.skip("tshark not on PATH")
     for path in sorted(corpus_dir().glob("*.pcapng")):
-        out = subprocess.run(
-            ["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "frame.interface_id", "-e", "frame.time_epoch"],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        fields = ["-e", "frame.interface_id", "-e", "frame.time_epoch"]
+        args = ["tshark", "-n", "-r", str(path), "-T", "fields", *fields]
+        out = subprocess.run(args, capture_output=True, text=True, timeout=120)
         times = []
         for line in out.stdout.splitlines():
             iface, _, epoch = line.partition("\t")

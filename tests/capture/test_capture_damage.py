@@ -10,10 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from badsum.capture import CaptureError, CaptureOpenError, CaptureReader, open_capture
 from capfiles import (
     Built,
     PcapngBuilder,
@@ -26,6 +22,10 @@ from capfiles import (
     shb,
     simple_pcap,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from badsum.capture import CaptureError, CaptureOpenError, CaptureReader, open_capture
 
 PCAP = simple_pcap(8)
 PCAPNG = rich_pcapng()
@@ -137,7 +137,10 @@ GOOD_EPB = epb(0, 2, payload(40))
         (block(1, b"\0" * 4), "pcapng.bad_block_length"),  # an IDB too short
         (block(3, b""), "pcapng.bad_block_length"),  # an SPB without origlen
         (_with_lengths(GOOD_EPB, leading=0x7FFFFFF0), "pcapng.block_too_large"),
-        (epb(0, 2, b"abc")[:20] + struct.pack("<I", 999) + epb(0, 2, b"abc")[24:], "pcapng.caplen_exceeds_block"),
+        (
+            epb(0, 2, b"abc")[:20] + struct.pack("<I", 999) + epb(0, 2, b"abc")[24:],
+            "pcapng.caplen_exceeds_block",
+        ),
         (epb(7, 2, payload(40)), "pcapng.undefined_interface"),
         (shb(version=(2, 0)) + idb(1) + GOOD_EPB, "pcapng.unsupported_version"),
         (shb()[:8] + b"\x01\x02\x03\x04" + shb()[12:], "pcapng.bad_byte_order_magic"),
@@ -272,7 +275,7 @@ def test_fuzz_mutations_never_raise(data: st.DataObject) -> None:
     chunk = data.draw(st.sampled_from([64, 200, 1 << 16]))
     damaged = bytes(mutated[:cut]) + tail
     try:
-        reader, packets = read_bytes(damaged, chunk_size=chunk, max_record=1 << 20)
+        reader, _ = read_bytes(damaged, chunk_size=chunk, max_record=1 << 20)
     except CaptureOpenError:
         assert damaged[:4] != base[:4]
         return

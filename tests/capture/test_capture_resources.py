@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from capfiles import rich_pcapng, simple_pcap
 
 from badsum.capture import CaptureOpenError, open_capture
 from badsum.capture.pcapng_writer import PcapngWriter
-from capfiles import rich_pcapng, simple_pcap
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 SIZES = np.array([60, 66, 74, 1514, 590, 1434, 54, 200], dtype=np.int64)
@@ -28,7 +28,9 @@ def write_big_pcap(path: Path, target_bytes: int, sizes: np.ndarray = SIZES) -> 
     starts = np.concatenate([[0], np.cumsum(rec)[:-1]])
     block_bytes = int(rec.sum())
     data = np.random.default_rng(1).integers(0, 256, block_bytes, dtype=np.uint8)
-    header = np.zeros(block_packets, dtype=[("sec", "<u4"), ("usec", "<u4"), ("caplen", "<u4"), ("origlen", "<u4")])
+    header = np.zeros(
+        block_packets, dtype=[("sec", "<u4"), ("usec", "<u4"), ("caplen", "<u4"), ("origlen", "<u4")]
+    )
     header["caplen"] = header["origlen"] = lengths
     packets = 0
     with path.open("wb") as f:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from capfiles import Built, payload, pcap, simple_pcap
 
 from badsum.capture import Batch, CaptureReader, open_capture
-from capfiles import Built, payload, pcap, simple_pcap
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -64,9 +64,13 @@ def test_pcap_variants(tmp_path: Path, order: str, nsec: bool, kuznetzov: bool) 
 
 @pytest.mark.parametrize("chunk_size", [64, 65, 100, 1000, 4099, 1 << 20])
 @pytest.mark.parametrize("batch_packets", [1, 3, 1000])
-def test_chunk_and_batch_sizes_do_not_change_the_result(tmp_path: Path, chunk_size: int, batch_packets: int) -> None:
+def test_chunk_and_batch_sizes_do_not_change_the_result(
+    tmp_path: Path, chunk_size: int, batch_packets: int
+) -> None:
     built = simple_pcap(40)  # includes 9000-byte packets: larger than the small chunks
-    reader, batches = read_all(write(tmp_path, built.data), chunk_size=chunk_size, batch_packets=batch_packets)
+    reader, batches = read_all(
+        write(tmp_path, built.data), chunk_size=chunk_size, batch_packets=batch_packets
+    )
     assert not reader.errors
     assert all(0 < len(b) <= batch_packets for b in batches)
     check_packets(built, batches)

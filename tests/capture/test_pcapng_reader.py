@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from badsum.capture import Batch, open_capture
 from capfiles import (
     EXPECTED_RICH,
     TP_COMMENT,
@@ -27,6 +25,8 @@ from capfiles import (
 )
 from test_pcap_reader import check_packets, read_all, write
 
+from badsum.capture import Batch, open_capture
+
 
 def column(batches: list[Batch], name: str) -> list[int]:
     return [int(v) for b in batches for v in getattr(b, name)]
@@ -43,7 +43,9 @@ def comments(batches: list[Batch]) -> dict[int, list[str]]:
 @pytest.mark.parametrize("batch_packets", [1, 2, 100])
 def test_rich_file(tmp_path: Path, chunk_size: int, batch_packets: int) -> None:
     built = rich_pcapng()
-    reader, batches = read_all(write(tmp_path, built.data), chunk_size=chunk_size, batch_packets=batch_packets)
+    reader, batches = read_all(
+        write(tmp_path, built.data), chunk_size=chunk_size, batch_packets=batch_packets
+    )
     assert reader.format == "pcapng" and not reader.errors, reader.errors
     check_packets(built, batches)
     for name in ("interface", "linktype", "direction", "tp_status"):
@@ -54,8 +56,19 @@ def test_rich_file(tmp_path: Path, chunk_size: int, batch_packets: int) -> None:
     assert [s.first_interface for s in reader.sections] == [0, 3, 4]
     assert reader.sections[0].userappl == "capfiles" and reader.sections[0].comments == ("section zero",)
     ifs = reader.interfaces
-    assert [(i.id, i.section, i.linktype) for i in ifs] == [(0, 0, 1), (1, 0, 101), (2, 0, 108), (3, 1, 276), (4, 2, 228)]
-    assert (ifs[0].name, ifs[0].description, ifs[0].snaplen, ifs[0].tsresol) == ("eth0", "first nic", 65535, 6)
+    assert [(i.id, i.section, i.linktype) for i in ifs] == [
+        (0, 0, 1),
+        (1, 0, 101),
+        (2, 0, 108),
+        (3, 1, 276),
+        (4, 2, 228),
+    ]
+    assert (ifs[0].name, ifs[0].description, ifs[0].snaplen, ifs[0].tsresol) == (
+        "eth0",
+        "first nic",
+        65535,
+        6,
+    )
     assert (ifs[2].tsresol, ifs[2].tsoffset, ifs[2].ticks_per_second) == (0x80 | 20, 100, 1 << 20)
     assert ifs[3].ticks_per_second == 1000
 
@@ -195,3 +208,19 @@ def test_framing_rejects_bad_arguments() -> None:
         _framing.frame_pcap(b"\0" * 10, 0, 10, False, False, 16, 100, 0, 0, *outs[:4], b"readonly")
     assert _framing.epb_comments(b"\0" * 8, 0, False) == []
     assert _framing.epb_comments(b"\0" * 64, 60, False) == []
+
+
+def test_encoder_rejects_bad_arguments() -> None:
+    from badsum.capture import _framing
+
+    def cols(offset: int, caplen: int) -> list[np.ndarray]:
+        return [np.array([offset], np.int64), np.array([caplen], np.uint32), np.array([caplen], np.uint32),
+                np.array([0], np.int64), np.array([0], np.uint32), np.array([0], np.uint8)]  # fmt: skip
+
+    assert len(_framing.encode_epbs(b"abcd", *cols(0, 4), [None])) == 36
+    with pytest.raises(ValueError):
+        _framing.encode_epbs(b"abcd", *cols(2, 4), [None])
+    with pytest.raises(ValueError):
+        _framing.encode_epbs(b"abcd", *cols(0, 4), [])
+    with pytest.raises(TypeError):
+        _framing.encode_epbs(b"abcd", *cols(0, 4), [b"abc"])

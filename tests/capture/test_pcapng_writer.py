@@ -10,11 +10,11 @@ import warnings
 from pathlib import Path
 
 import pytest
+from capfiles import TP_COMMENT, payload, rich_pcapng, simple_pcap
+from test_pcap_reader import read_all, write
 
 from badsum.capture import open_capture
 from badsum.capture.pcapng_writer import PcapngWriter, parse_tp_status_comment, tp_status_comment
-from capfiles import TP_COMMENT, payload, rich_pcapng, simple_pcap
-from test_pcap_reader import read_all, write
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -25,7 +25,15 @@ def sample(path: Path) -> list[tuple[int, bytes, int, int, list[str], int, int |
     """Write a few packets on two interfaces; return what was written."""
     rows = [  # (iface, data, origlen, ts_ns, comments, direction, tp_status)
         (0, payload(60, 1), 60, 1_700_000_000_123_456_789, [], 0, None),
-        (1, payload(41, 2), 1500, 1_700_000_001_000_000_001, ["badsum:ipv4 bad checksum", "é ünïcode"], 1, None),
+        (
+            1,
+            payload(41, 2),
+            1500,
+            1_700_000_001_000_000_001,
+            ["badsum:ipv4 bad checksum", "é ünïcode"],
+            1,
+            None,
+        ),
         (0, payload(1, 3), 1, 5, [], 2, 0x108),
         (1, b"", 0, 0, ["only a comment"], 0, 0x80),
     ]
@@ -49,7 +57,11 @@ def test_round_trip_through_our_reader(tmp_path: Path) -> None:
     assert b.ts_ns.tolist() == [r[3] for r in rows]
     assert b.direction.tolist() == [r[5] for r in rows]
     assert b.tp_status.tolist() == [0xFFFFFFFF, 0xFFFFFFFF, 0x108, 0x80]
-    assert b.comments == {1: rows[1][4], 2: [tp_status_comment(0x108)], 3: [tp_status_comment(0x80), "only a comment"]}
+    assert b.comments == {
+        1: rows[1][4],
+        2: [tp_status_comment(0x108)],
+        3: [tp_status_comment(0x80), "only a comment"],
+    }
     assert [(i.linktype, i.snaplen, i.name, i.description, i.tsresol) for i in reader.interfaces] == [
         (1, 65535, "eth0", "uplink", 9),
         (101, 0, "tun0", None, 9),
@@ -101,17 +113,21 @@ def test_write_batch_copies_packets_keeps_and_adds_comments(tmp_path: Path) -> N
     out = tmp_path / "annotated.pcapng"
     with open_capture(source, batch_packets=3) as reader, PcapngWriter(out) as w:
         for batch in reader:
-            extra = {i: [f"badsum:test frame {batch.first_frame + i}"] for i in range(len(batch)) if i % 2 == 0}
+            extra = {
+                i: [f"badsum:test frame {batch.first_frame + i}"] for i in range(len(batch)) if i % 2 == 0
+            }
             w.write_batch(batch, extra, interfaces=reader.interfaces)
         original = reader
     copy, batches = read_all(out)
     assert not copy.errors
     packets = [(b, i) for b in batches for i in range(len(b))]
-    src, src_batches = read_all(source)
+    _, src_batches = read_all(source)
     src_packets = [(b, i) for b in src_batches for i in range(len(b))]
     assert [b.packet(i) for b, i in packets] == [b.packet(i) for b, i in src_packets]
     for name in ("origlen", "ts_ns", "linktype", "direction", "tp_status"):
-        assert [int(getattr(b, name)[i]) for b, i in packets] == [int(getattr(b, name)[i]) for b, i in src_packets]
+        assert [int(getattr(b, name)[i]) for b, i in packets] == [
+            int(getattr(b, name)[i]) for b, i in src_packets
+        ]
     # One IDB per distinct (linktype, snaplen, source interface), named as in the source.
     assert [(i.linktype, i.snaplen, i.name) for i in copy.interfaces] == [
         (i.linktype, i.snaplen, i.name) for i in original.interfaces

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import need_tool
 from scapy.all import ARP, IP, TCP, UDP, VXLAN, Ether, IPv6, PcapNgReader, PcapNgWriter, Raw, wrpcap
 
 from badsum.cli.main import build_parser, main
-from conftest import need_tool
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs" / "cli.md"
@@ -38,7 +38,7 @@ STATUS_BY_EXIT = {0: "ok", 1: "findings", 3: "error"}
 
 A4, B4 = "192.0.2.1", "192.0.2.2"
 A6, B6 = "2001:db8::1", "2001:db8::2"
-MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+MAC = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 ETH, IP4, IP6 = 14, 20, 40  # header lengths, for the checksum field offsets badsum must report
 LIBPCAP_MAX_CAPLEN = 262144  # libpcap/Wireshark's largest normal record (pcap-savefile)
 
@@ -64,13 +64,15 @@ def pseudo_header_sum4(src: str, dst: str, proto: int, l4_length: int) -> int:
 # -- captures built with scapy ------------------------------------------------------------------
 
 
-def _frame(pkt) -> Ether:  # noqa: ANN001
+def _frame(pkt) -> Ether:
     """Serialise once so scapy fills every length and checksum, then parse back."""
     return Ether(bytes(pkt))
 
 
 def _tcp4(i: int) -> Ether:
-    return _frame(Ether(**MAC) / IP(src=A4, dst=B4) / TCP(sport=40000 + i, dport=80, flags="PA", seq=i) / Raw(b"t" * (40 + i)))
+    return _frame(
+        Ether(**MAC) / IP(src=A4, dst=B4) / TCP(sport=40000 + i, dport=80, flags="PA", seq=i) / Raw(b"t" * (40 + i))
+    )
 
 
 def _udp4(i: int) -> Ether:
@@ -78,7 +80,9 @@ def _udp4(i: int) -> Ether:
 
 
 def _tcp6(i: int) -> Ether:
-    return _frame(Ether(**MAC) / IPv6(src=A6, dst=B6) / TCP(sport=41000 + i, dport=443, flags="A") / Raw(b"s" * (30 + i)))
+    return _frame(
+        Ether(**MAC) / IPv6(src=A6, dst=B6) / TCP(sport=41000 + i, dport=443, flags="A") / Raw(b"s" * (30 + i))
+    )
 
 
 def _udp6(i: int) -> Ether:
@@ -89,7 +93,7 @@ def _arp() -> Ether:
     return _frame(Ether(src=MAC["src"], dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=A4, pdst=B4))
 
 
-def _with_checksum(frame: Ether, layer, value: int) -> Ether:  # noqa: ANN001
+def _with_checksum(frame: Ether, layer, value: int) -> Ether:
     p = Ether(bytes(frame))
     p[layer].chksum = value
     return Ether(bytes(p))
@@ -117,7 +121,7 @@ def bad_frames() -> tuple[list[Ether], list[Injected]]:
     frames = good_frames() + [_tcp4(3), _udp4(3), _tcp4(4), _tcp6(3), _udp6(2)]
     injected = []
 
-    def corrupt(index: int, layer, name: str, offset: int) -> None:  # noqa: ANN001
+    def corrupt(index: int, layer, name: str, offset: int) -> None:
         right = frames[index][layer].chksum
         wrong = right ^ 0x5A5A
         frames[index] = _with_checksum(frames[index], layer, wrong)
@@ -192,6 +196,10 @@ def caps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out["bad_ng"] = write_pcapng(d / "bad.pcapng", frames)
     out["partial_in"] = write_pcapng(d / "partial_in.pcapng", partial_frames(), direction=1)
     out["partial_out"] = write_pcapng(d / "partial_out.pcapng", partial_frames(), direction=2)
+    out["partial_in_pending"] = write_pcapng(d / "partial_in_pending.pcapng", partial_frames(), direction=1,
+                                             comment=b"badsum:tp_status=0x00000008 TP_STATUS_CSUMNOTREADY")
+    out["partial_in_complete"] = write_pcapng(d / "partial_in_complete.pcapng", partial_frames(), direction=1,
+                                              comment=b"badsum:tp_status=0x00000000")
     out["bad_gz"] = d / "bad.pcap.gz"
     out["bad_gz"].write_bytes(gzip.compress(out["bad"].read_bytes()))
     good, bad = bytes(_tcp4(5)), bytes(_with_checksum(_tcp4(5), TCP, 0x1234))
@@ -211,7 +219,9 @@ BIG_BAD_FRAMES = [n for n in range(1, BIG_PACKETS + 1) if n % BIG_BAD_EVERY == 0
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without variables that make rich pretend stderr is a terminal."""
-    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+    }
     env.update(extra)
     return env
 
@@ -225,6 +235,7 @@ def badsum(*args: str | Path, stdin: bytes | None = None, env: dict[str, str] | 
         timeout=TIMEOUT,
         env=env or clean_env(),
         cwd=cwd,
+        check=False,
     )
     result = subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     assert "Traceback" not in result.stderr, result.stderr
@@ -277,15 +288,20 @@ def test_bad_checksum_exits_1(caps: dict[str, Path]) -> None:
     assert "BAD" in r.stdout.splitlines()[1]
 
 
-def test_partial_exits_0_unless_the_packet_was_received(capsys: pytest.CaptureFixture[str], caps: dict[str, Path]) -> None:
-    # No direction, or outbound: normal on the sending host. Inbound: a forwarder did not finish it.
-    for name, expected in (("partial", 0), ("partial_out", 0), ("partial_in", 1)):
+def test_partial_exits_0_unless_the_packet_was_received(
+    capsys: pytest.CaptureFixture[str], caps: dict[str, Path]
+) -> None:
+    # No direction, or outbound: normal on the sending host. Inbound without the kernel's status:
+    # normal across a veth (the peer gets the same skb, sum pending). Inbound with the kernel's
+    # status and no checksum pending: a forwarder re-created the packet unfinished (KB-005).
+    cases = (("partial", 0), ("partial_out", 0), ("partial_in", 0), ("partial_in_pending", 0), ("partial_in_complete", 1))
+    for name, expected in cases:
         code, out, _ = in_process(capsys, "pcap", "--json", caps[name])
         doc = json.loads(out)
         assert code == expected, name
         assert doc["status"] == STATUS_BY_EXIT[expected]
         assert doc["data"]["totals"]["partial"] == 1 and doc["data"]["totals"]["bad"] == 0
-        assert doc["data"]["inbound_partial"] == (1 if name == "partial_in" else 0)
+        assert doc["data"]["inbound_partial"] == expected
 
 
 USAGE_ERRORS = {
@@ -311,8 +327,11 @@ def test_usage_errors_exit_2_in_process(capsys: pytest.CaptureFixture[str], argv
     assert "usage:" in err and "error:" in err
 
 
-@pytest.mark.parametrize("argv", [USAGE_ERRORS["no-file"], USAGE_ERRORS["json-and-jsonl"], USAGE_ERRORS["vxlan-port-70000"]],
-                         ids=["no-file", "json-and-jsonl", "vxlan-port-70000"])
+@pytest.mark.parametrize(
+    "argv",
+    [USAGE_ERRORS["no-file"], USAGE_ERRORS["json-and-jsonl"], USAGE_ERRORS["vxlan-port-70000"]],
+    ids=["no-file", "json-and-jsonl", "vxlan-port-70000"],
+)
 def test_usage_errors_exit_2_as_a_process(argv: list[str]) -> None:
     r = badsum(*argv)
     assert r.returncode == 2
@@ -409,12 +428,14 @@ DAMAGE = ["cut-mid-record", "claims-16MB", "garbage-after", "cut-in-record-heade
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_damaged_input_json(caps: dict[str, Path], tmp_path: Path, kind: str) -> None:
+def test_damaged_input_json(
+    capsys: pytest.CaptureFixture[str], caps: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
     path, packets, offset = _damaged(caps, tmp_path, kind)
-    r = badsum("pcap", "--json", path)
-    assert r.returncode == 3
-    doc = envelope(r)
-    assert doc["status"] == "error"
+    code, out, _ = in_process(capsys, "pcap", "--json", path)
+    assert code == 3
+    doc = json.loads(out)
+    assert set(doc) == ENVELOPE_KEYS and doc["status"] == "error"
     assert doc["data"]["packets"] == packets
     assert len(doc["errors"]) == 1
     err = doc["errors"][0]
@@ -449,7 +470,9 @@ def test_damaged_input_keeps_findings_before_the_damage(caps: dict[str, Path], t
     path.write_bytes(data[: starts[-2] + 20])  # cut inside the last record
     r = badsum("pcap", "--jsonl", path)
     assert r.returncode == 3  # damage wins over findings
-    assert {(x["frame"], x["layer"], x["status"]) for x in jsonl(r.stdout)} == {(i.frame, i.layer, i.status) for i in INJECTED}
+    assert {(x["frame"], x["layer"], x["status"]) for x in jsonl(r.stdout)} == {
+        (i.frame, i.layer, i.status) for i in INJECTED
+    }
 
 
 @pytest.mark.corpus
@@ -550,7 +573,7 @@ def test_jsonl_one_record_per_non_ok_checksum(caps: dict[str, Path]) -> None:
 
 
 def test_jsonl_good_capture_prints_nothing(capsys: pytest.CaptureFixture[str], caps: dict[str, Path]) -> None:
-    code, out, err = in_process(capsys, "pcap", "--jsonl", caps["good"])
+    code, out, _ = in_process(capsys, "pcap", "--jsonl", caps["good"])
     assert (code, out) == (0, "")
 
 
@@ -671,7 +694,7 @@ def test_annotate_output_opens_in_tshark(caps: dict[str, Path], tmp_path: Path) 
     out = tmp_path / "annotated.pcapng"
     assert badsum("pcap", "--annotate", out, caps["bad"]).returncode == 1
     t = subprocess.run([tshark, "-r", str(out), "-T", "fields", "-e", "frame.number", "-e", "frame.comment"],
-                       capture_output=True, text=True, timeout=TIMEOUT)  # fmt: skip
+                       capture_output=True, text=True, timeout=TIMEOUT, check=False)  # fmt: skip
     assert t.returncode == 0, t.stderr
     rows = [line.split("\t", 1) for line in t.stdout.splitlines()]
     assert len(rows) == len(bad_frames()[0])
@@ -680,11 +703,13 @@ def test_annotate_output_opens_in_tshark(caps: dict[str, Path], tmp_path: Path) 
     assert all(c.startswith("badsum:") for n, c in rows if int(n) in commented)
 
 
-def test_annotate_keeps_comments_and_direction(capsys: pytest.CaptureFixture[str], caps: dict[str, Path], tmp_path: Path) -> None:
+def test_annotate_keeps_comments_and_direction(
+    capsys: pytest.CaptureFixture[str], caps: dict[str, Path], tmp_path: Path
+) -> None:
     src = write_pcapng(tmp_path / "in.pcapng", partial_frames(), direction=1, comment=b"from the field")
     out = tmp_path / "out.pcapng"
     code, _, _ = in_process(capsys, "pcap", "--annotate", out, src)
-    assert code == 1  # partial on an inbound packet
+    assert code == 0  # partial on an inbound packet, no kernel status recorded: not judged a fault
     packets = list(PcapNgReader(str(out)))
     assert [p.direction for p in packets] == [1, 1]
     comments = [[c.decode() if isinstance(c, bytes) else c for c in p.comments] for p in packets]
@@ -692,7 +717,9 @@ def test_annotate_keeps_comments_and_direction(capsys: pytest.CaptureFixture[str
     assert comments[1][0] == "from the field" and comments[1][1].startswith("badsum:tcp[0] partial: ")
 
 
-def test_annotate_with_json_and_jsonl(capsys: pytest.CaptureFixture[str], caps: dict[str, Path], tmp_path: Path) -> None:
+def test_annotate_with_json_and_jsonl(
+    capsys: pytest.CaptureFixture[str], caps: dict[str, Path], tmp_path: Path
+) -> None:
     for flag in ("--json", "--jsonl"):
         out = tmp_path / f"copy{flag}.pcapng"
         code, stdout, _ = in_process(capsys, "pcap", flag, "--annotate", out, caps["bad"])
@@ -750,6 +777,39 @@ def test_annotate_into_a_missing_directory_json_envelope(caps: dict[str, Path], 
     assert doc["status"] == "error" and doc["errors"]
 
 
+def test_annotate_onto_a_directory_exits_3(caps: dict[str, Path], tmp_path: Path) -> None:
+    target = tmp_path / "a-directory"
+    target.mkdir()
+    r = badsum("pcap", "--annotate", target, caps["bad"])
+    assert r.returncode == 3
+    one_line_naming(r.stderr, str(target))
+    assert _listing(tmp_path) == ["a-directory"] and _listing(target) == []
+
+
+def _file_size_limit(limit: int):
+    resource = pytest.importorskip("resource")
+
+    def limit_output_files() -> None:  # runs in the child: writes past `limit` fail with EFBIG
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_output_files
+
+
+def test_annotate_write_failure_exits_3(caps: dict[str, Path], tmp_path: Path) -> None:
+    """A disk that fills up mid-copy (simulated with RLIMIT_FSIZE: EFBIG): say so, keep nothing."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "copy.pcapng"
+    proc = subprocess.run([*BADSUM, "pcap", "--annotate", str(out), str(caps["big"])], capture_output=True, text=True,
+                          timeout=TIMEOUT, env=clean_env(PYTHONDONTWRITEBYTECODE="1"),
+                          preexec_fn=_file_size_limit(256 << 10), check=False)  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 3
+    one_line_naming(proc.stderr, str(out))
+    assert _listing(out_dir) == []
+
+
 def _blocked_reading_stdin(pid: int) -> bool:
     """True once the process sits in read(0, ...) (x86-64 and arm64 syscall numbers 0 and 63)."""
     try:
@@ -779,7 +839,7 @@ def test_interrupt_exits_130_and_removes_the_part_file(caps: dict[str, Path], tm
             time.sleep(0.01)
         assert [n for n in _listing(out_dir) if n.endswith(".part")]
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
+        _, err = proc.communicate(timeout=TIMEOUT)
     finally:
         proc.kill()
     assert proc.returncode == 130
@@ -803,17 +863,21 @@ def _same_result(a: subprocess.CompletedProcess[str], b: subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("mode", ["--json", "--jsonl"])
-def test_stdin_and_gzip_give_the_same_result(caps: dict[str, Path], mode: str) -> None:
-    plain = badsum("pcap", mode, caps["bad"])
-    assert plain.returncode == 1
-    for other in (
-        badsum("pcap", mode, caps["bad_gz"]),
-        badsum("pcap", mode, "-", stdin=caps["bad"].read_bytes()),
-        badsum("pcap", mode, "-", stdin=caps["bad_gz"].read_bytes()),
-    ):
-        _same_result(plain, other, mode == "--json")
+def test_stdin_and_gzip_give_the_same_result(
+    capsys: pytest.CaptureFixture[str], caps: dict[str, Path], mode: str
+) -> None:
+    runs = []
+    for name in ("bad", "bad_gz"):
+        code, out, _ = in_process(capsys, "pcap", mode, caps[name])
+        runs.append(subprocess.CompletedProcess([], code, out, ""))
+    assert runs[0].returncode == 1
+    runs.append(badsum("pcap", mode, "-", stdin=caps["bad"].read_bytes()))
+    runs.append(badsum("pcap", mode, "-", stdin=caps["bad_gz"].read_bytes()))
+    for other in runs[1:]:
+        _same_result(runs[0], other, mode == "--json")
     if mode == "--json":
-        assert json.loads(badsum("pcap", mode, caps["bad_gz"]).stdout)["data"]["compressed"] is True
+        assert [json.loads(r.stdout)["data"]["compressed"] for r in runs] == [False, True, False, True]
+        assert json.loads(runs[2].stdout)["data"]["file"] == "-"
 
 
 def test_stdin_annotate(caps: dict[str, Path], tmp_path: Path) -> None:
@@ -821,6 +885,33 @@ def test_stdin_annotate(caps: dict[str, Path], tmp_path: Path) -> None:
     r = badsum("pcap", "--annotate", out, "-", stdin=caps["bad_gz"].read_bytes())
     assert r.returncode == 1
     assert len(_annotated(out)) == len(bad_frames()[0])
+
+
+# -- file names are data, not markup ---------------------------------------------------------------
+
+
+def test_file_name_with_brackets_is_shown_verbatim(caps: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "capture[eth0].pcap"
+    path.write_bytes(caps["good"].read_bytes())
+    r = badsum("pcap", path)
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[0].startswith(f"{path}: ")
+    missing = tmp_path / "gone[bold].pcap"
+    r = badsum("pcap", missing)
+    assert r.returncode == 3
+    one_line_naming(r.stderr, str(missing))
+
+
+def test_file_name_that_looks_like_a_closing_tag(caps: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "run[").mkdir()
+    path = tmp_path / "run[" / "eth0].pcap"  # the path holds "[/eth0]"
+    path.write_bytes(caps["bad"].read_bytes())
+    r = badsum("pcap", path)
+    assert r.returncode == 1
+    assert r.stdout.splitlines()[0].startswith(f"{path}: ")
+    r = badsum("pcap", tmp_path / "run[" / "missing].pcap")
+    assert r.returncode == 3
+    one_line_naming(r.stderr, str(tmp_path / "run[" / "missing].pcap"))
 
 
 # -- help and docs ------------------------------------------------------------------------------
@@ -839,7 +930,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.startswith("badsum ")
 
 
-def _subparsers(parser):  # noqa: ANN001, ANN202
+def _subparsers(parser):
     import argparse
 
     for action in parser._actions:
@@ -871,7 +962,7 @@ def test_every_command_and_option_is_in_the_docs() -> None:
 def test_docs_list_every_exit_code() -> None:
     docs = DOCS.read_text()
     for code in (0, 1, 2, 3, 130):
-        assert re.search(rf"^\| {code} \|", docs, re.M), code
+        assert re.search(rf"^\| {code} \|", docs, re.MULTILINE), code
 
 
 # -- progress -----------------------------------------------------------------------------------
@@ -918,11 +1009,11 @@ def _stderr_on_a_pty(*args: str | Path) -> tuple[int, bytes]:
 
 
 def test_progress_on_a_terminal_only_for_the_text_report(caps: dict[str, Path]) -> None:
-    code, seen = _stderr_on_a_pty("pcap", caps["big"])
+    code, seen = _stderr_on_a_pty("pcap", caps["bad"])
     assert code == 1
     assert b"scanning" in seen
     assert b"Traceback" not in seen
     for flag in ("--json", "--jsonl", "--no-progress"):
-        code, seen = _stderr_on_a_pty("pcap", flag, caps["big"])
+        code, seen = _stderr_on_a_pty("pcap", flag, caps["bad"])
         assert code == 1, flag
         assert seen == b"", (flag, seen[:200])

@@ -7,6 +7,7 @@ gzip is recognised by its magic bytes (1f 8b), not by the file name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import zlib
@@ -98,7 +99,9 @@ class _Gunzip:
                 return len(out)
 
 
-def open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[ByteSource, bool, str, Callable[[], None]]:
+def open_source(
+    source: str | os.PathLike[str] | BinaryIO,
+) -> tuple[ByteSource, bool, str, Callable[[], None]]:
     """Open `source`; return (byte source, gzip?, display name, close function).
 
     Raises `CaptureOpenError` when nothing can be read. Standard input and caller-given file
@@ -130,7 +133,7 @@ def open_source(source: str | os.PathLike[str] | BinaryIO) -> tuple[ByteSource, 
 
 def _open_path(name: str) -> BinaryIO:
     try:
-        return open(name, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        return open(name, "rb", buffering=0)
     except FileNotFoundError:
         raise CaptureOpenError(name, "not_found", "no such file") from None
     except PermissionError:
@@ -156,7 +159,80 @@ def _read_exactly(fileobj: BinaryIO, n: int) -> bytes:
 
 def _close_quietly(fileobj: BinaryIO | None) -> None:
     if fileobj is not None:
-        try:
+        with contextlib.suppress(OSError):
             fileobj.close()
-        except OSError:
-            pass
+
+
+class Chunks:
+    """The sliding window over the byte stream: `buf[pos:fill]` is unconsumed data, `buf[0]`
+    is at offset `base` of the (decompressed) file.
+
+    `refill` moves the unconsumed tail into another buffer and tops it up; the current buffer is
+    never written again, because the batches already yielded point into it.
+    """
+
+    def __init__(
+        self, source: ByteSource, chunk_size: int, on_damage: Callable[[str, str, int], None]
+    ) -> None:
+        self._src = source
+        self._chunk_size = chunk_size
+        self._on_damage = on_damage
+        self._spare: list[bytearray] = []
+        self.buf = bytearray()
+        self.base = self.pos = self.fill = 0
+        self.eof = False
+        self.damaged = False
+        """The stream itself failed (gzip, I/O): truncation after it is not news."""
+
+    @property
+    def avail(self) -> int:
+        return self.fill - self.pos
+
+    @property
+    def offset(self) -> int:
+        """File offset of `pos`."""
+        return self.base + self.pos
+
+    def refill(self, need: int) -> None:
+        """Make at least `need` bytes available from `pos` if the stream has them: a full chunk,
+        or more for a record larger than a chunk."""
+        tail = self.avail
+        # Grow geometrically towards a large record rather than trusting its claimed length at
+        # once: a truncated file that claims 200 MB must not cost 200 MB.
+        size = max(self._chunk_size, min((need + 0xFFFF) & ~0xFFFF, 2 * max(tail, self._chunk_size)))
+        new = self._take_buffer(size)
+        with memoryview(self.buf) as old, memoryview(new) as view:
+            view[:tail] = old[self.pos : self.fill]
+            fill = tail
+            while fill < size and not self.eof:
+                got = self._read(view[fill:], self.offset + fill)
+                self.eof = not got
+                fill += got
+        self.base += self.pos
+        if len(self.buf) == self._chunk_size and len(self._spare) < 2:
+            self._spare.append(self.buf)
+        self.buf, self.pos, self.fill = new, 0, fill
+
+    def release(self) -> None:
+        self.buf = bytearray()
+        self._spare.clear()
+
+    def _read(self, view: memoryview, offset: int) -> int:
+        try:
+            return self._src.readinto(view)
+        except StreamDamage as exc:
+            code, message = exc.code, exc.message
+        except OSError as exc:
+            code, message = "io.read_error", f"reading failed: {exc.strerror or exc}"
+        self.damaged = True
+        self._on_damage(code, message, offset)
+        return 0
+
+    def _take_buffer(self, size: int) -> bytearray:
+        """A spare chunk buffer nobody references any more (no batch, no view: only our list
+        holds it), else a new one. Reuse saves zero-filling and page-faulting every chunk."""
+        if size == self._chunk_size:
+            for i in range(len(self._spare)):
+                if sys.getrefcount(self._spare[i]) == 2:  # the list's reference + the argument
+                    return self._spare.pop(i)
+        return bytearray(size)

@@ -33,7 +33,7 @@ class Interface:
     def ticks_per_second(self) -> int:
         """Timestamp units per second that `tsresol` encodes."""
         exponent = self.tsresol & 0x7F
-        return 2**exponent if self.tsresol & 0x80 else 10**exponent
+        return int(2**exponent if self.tsresol & 0x80 else 10**exponent)
 
 
 @dataclass(frozen=True, slots=True)

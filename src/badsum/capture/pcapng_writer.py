@@ -8,6 +8,7 @@ docs/pcapng-encoding.md) and by `--annotate` (copy packets, add comments).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import numpy as np
 
 from badsum import __version__
+from badsum.capture import _framing
 from badsum.capture.batch import Batch
 from badsum.capture.info import Interface
 
@@ -44,6 +46,7 @@ _SHB_HARDWARE, _SHB_OS, _SHB_USERAPPL = 2, 3, 4
 _EPB_HEAD = struct.Struct("<IIIIIII")
 _PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 _END_OF_OPTIONS = b"\0\0\0\0"
+_ENCODE_PACKETS = 8192
 
 
 def tp_status_comment(tp_status: int) -> str:
@@ -74,6 +77,14 @@ def _text_option(code: int, text: str) -> bytes:
     if len(value) > 0xFFFF:  # an option length is 16 bits: cut at a character boundary
         value = value[:0xFFFF].decode("utf-8", "ignore").encode("utf-8")
     return _option(code, value)
+
+
+def _epb_options(comments: Sequence[str], direction: int) -> bytes:
+    """opt_comment for each comment, epb_flags for a known direction, then opt_endofopt."""
+    parts = [_text_option(_OPT_COMMENT, c) for c in comments]
+    if direction in (DIRECTION_INBOUND, DIRECTION_OUTBOUND):
+        parts.append(_option(_EPB_FLAGS, struct.pack("<I", direction)))
+    return b"".join(parts) + _END_OF_OPTIONS if parts else b""
 
 
 def _block(block_type: int, body: bytes) -> bytes:
@@ -148,7 +159,9 @@ class PcapngWriter:
             raise ValueError(f"interface {interface_id} was not added")
         comments = _with_status(list(comments), tp_status)
         length = len(data)
-        self._write_epb(interface_id, data, length, length if origlen is None else origlen, ts_ns, comments, direction)
+        self._write_epb(
+            interface_id, data, length, length if origlen is None else origlen, ts_ns, comments, direction
+        )
 
     def write_batch(
         self,
@@ -159,24 +172,34 @@ class PcapngWriter:
     ) -> None:
         """Copy every packet of `batch`, keeping its comments, status and direction, adding
         `comments_by_index[i]` to packet i. One IDB is written per distinct (link type, snaplen,
-        source interface) as first met; `interfaces` (a reader's) supplies snaplen and names."""
+        source interface) as first met; `interfaces` (a reader's) supplies snaplen and names.
+        Packets are encoded in C; only those with comments or a status pass through Python."""
         n = len(batch)
         if not n:
             return
         idb = self._idbs_for(batch, interfaces)
         extra = comments_by_index or {}
-        offsets, caplens, origlens = batch.offset.tolist(), batch.caplen.tolist(), batch.origlen.tolist()
-        ts, tp_status, direction = batch.ts_ns.tolist(), batch.tp_status.tolist(), batch.direction.tolist()
-        with memoryview(batch.buf) as buf:
-            for i in range(n):
-                comments = list(batch.comments.get(i, ()))
-                comments.extend(extra.get(i, ()))
-                comments = _with_status(comments, tp_status[i])
-                o, c = offsets[i], caplens[i]
-                self._write_epb(idb[i], buf[o : o + c], c, origlens[i], ts[i], comments, direction[i])
+        options: list[bytes | None] = [None] * n
+        with_status = np.flatnonzero(batch.tp_status != NO_TP_STATUS).tolist()
+        for i in sorted({*batch.comments, *(k for k in extra if 0 <= k < n), *with_status}):
+            comments = [*batch.comments.get(i, ()), *extra.get(i, ())]
+            comments = _with_status(comments, int(batch.tp_status[i]))
+            options[i] = _epb_options(comments, int(batch.direction[i])) or None
+        offset = np.ascontiguousarray(batch.offset, np.int64)
+        caplen = np.ascontiguousarray(batch.caplen, np.uint32)
+        origlen = np.ascontiguousarray(batch.origlen, np.uint32)
+        ts_ns = np.ascontiguousarray(batch.ts_ns, np.int64)
+        direction = np.ascontiguousarray(batch.direction, np.uint8)
+        for lo in range(0, n, _ENCODE_PACKETS):  # bounded pieces: the output is a copy
+            s = slice(lo, lo + _ENCODE_PACKETS)
+            encoded = _framing.encode_epbs(
+                batch.buf, offset[s], caplen[s], origlen[s], ts_ns[s], idb[s], direction[s], options[s]
+            )
+            self._write(encoded)
+        self.packets += n
 
-    def _idbs_for(self, batch: Batch, interfaces: Sequence[Interface] | None) -> list[int]:
-        """Per packet, the IDB id for its (linktype, snaplen, source interface), adding IDBs."""
+    def _idbs_for(self, batch: Batch, interfaces: Sequence[Interface] | None) -> np.ndarray:
+        """Per packet, the IDB id (uint32) for its (linktype, snaplen, source interface)."""
         key = batch.interface.astype(np.uint64) << np.uint64(16) | batch.linktype.astype(np.uint64)
         uniq, inverse = np.unique(key, return_inverse=True)
         ids = []
@@ -190,18 +213,14 @@ class PcapngWriter:
                 found = self.add_interface(linktype, snaplen=snaplen, name=name, description=description)
                 self._idb_by_key[(linktype, snaplen, source)] = found
             ids.append(found)
-        return np.asarray(ids, dtype=np.int64)[inverse.reshape(-1)].tolist()
+        per_packet: np.ndarray = np.asarray(ids, dtype=np.uint32)[inverse.reshape(-1)]
+        return per_packet
 
     def _write_epb(
         self, idb: int, data: bytes | bytearray | memoryview, caplen: int, origlen: int,
         ts_ns: int, comments: Sequence[str], direction: int,
     ) -> None:  # fmt: skip
-        options = b""
-        if comments or direction in (DIRECTION_INBOUND, DIRECTION_OUTBOUND):
-            parts = [_text_option(_OPT_COMMENT, c) for c in comments]
-            if direction in (DIRECTION_INBOUND, DIRECTION_OUTBOUND):
-                parts.append(_option(_EPB_FLAGS, struct.pack("<I", direction)))
-            options = b"".join(parts) + _END_OF_OPTIONS
+        options = _epb_options(comments, direction)
         pad = _PAD[caplen & 3]
         total = 32 + caplen + len(pad) + len(options)
         ts = ts_ns & 0xFFFFFFFFFFFFFFFF
@@ -263,11 +282,7 @@ def _with_status(comments: list[str], tp_status: int | None) -> list[str]:
 
 
 def _discard(fileobj: BinaryIO, tmp: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         fileobj.close()
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    except FileNotFoundError:
-        pass

@@ -19,8 +19,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from badsum.capture import _framing, _pcapng
-from badsum.capture._stream import StreamDamage, open_source
+import badsum.capture._framing as _framing
+from badsum.capture import _pcapng
+from badsum.capture._stream import Chunks, open_source
 from badsum.capture.batch import Batch
 from badsum.capture.errors import CaptureError, CaptureOpenError
 from badsum.capture.info import Interface, Section
@@ -69,7 +70,8 @@ class CaptureReader:
         self._chunk_size = chunk_size
         self._batch_packets = batch_packets
         self._max_record = max_record
-        self._src, self.compressed, self.name, self._close = open_source(source)
+        src, self.compressed, self.name, self._close = open_source(source)
+        self._c = Chunks(src, chunk_size, self._error)
         self.format = ""
         """`pcap` or `pcapng`."""
         self.interfaces: list[Interface] = []
@@ -80,11 +82,7 @@ class CaptureReader:
         """pcapng blocks read past without use, by name (`NRB`, `ISB`, `DSB`, `CB`...)."""
         self.packets = 0
         """Packets yielded so far."""
-        self._buf = bytearray()
-        self._spare: list[bytearray] = []
-        self._base = self._pos = self._fill = 0
-        self._eof = self._stream_damaged = self._done = False
-        self._swapped = False
+        self._done = self._swapped = False
         self._gen: Iterator[Batch] | None = None
         try:
             self._open()
@@ -105,8 +103,7 @@ class CaptureReader:
             self._gen.close()
         self._close()
         self._done = True
-        self._buf = bytearray()
-        self._spare.clear()
+        self._c.release()
 
     def __enter__(self) -> CaptureReader:
         return self
@@ -117,52 +114,9 @@ class CaptureReader:
     @property
     def bytes_read(self) -> int:
         """Bytes of the (decompressed) file consumed so far."""
-        return self._base + self._pos
+        return self._c.offset
 
-    # -- chunks -----------------------------------------------------------------------------
-
-    def _refill(self, need: int) -> None:
-        """Start a new chunk holding the unconsumed tail plus fresh data, at least `need` bytes
-        from the current position if the file has them. Never into the current buffer: the
-        batches already yielded point into it."""
-        tail = self._fill - self._pos
-        # Grow geometrically towards a large record rather than trusting its claimed length at
-        # once: a truncated file that claims 200 MB must not cost 200 MB.
-        size = max(self._chunk_size, min((need + 0xFFFF) & ~0xFFFF, 2 * max(tail, self._chunk_size)))
-        new = self._take_buffer(size)
-        with memoryview(self._buf) as old, memoryview(new) as view:
-            view[:tail] = old[self._pos : self._fill]
-            fill = tail
-            while fill < size and not self._eof:
-                try:
-                    got = self._src.readinto(view[fill:])
-                except StreamDamage as exc:
-                    self._stream_error(exc.code, exc.message, self._base + self._pos + fill)
-                    got = 0
-                except OSError as exc:
-                    message = f"reading failed: {exc.strerror or exc}"
-                    self._stream_error("io.read_error", message, self._base + self._pos + fill)
-                    got = 0
-                if not got:
-                    self._eof = True
-                fill += got
-        self._base += self._pos
-        if len(self._buf) == self._chunk_size and len(self._spare) < 2:
-            self._spare.append(self._buf)
-        self._buf, self._pos, self._fill = new, 0, fill
-
-    def _take_buffer(self, size: int) -> bytearray:
-        """A spare chunk buffer nobody references any more (no batch, no view: only our list
-        holds it), else a new one. Reuse saves zero-filling and page-faulting every chunk."""
-        if size == self._chunk_size:
-            for i in range(len(self._spare)):
-                if sys.getrefcount(self._spare[i]) == 2:  # the list's reference + the argument
-                    return self._spare.pop(i)
-        return bytearray(size)
-
-    def _stream_error(self, code: str, message: str, offset: int) -> None:
-        self._stream_damaged = True
-        self._error(code, message, offset)
+    # -- common -----------------------------------------------------------------------------
 
     def _error(self, code: str, message: str, offset: int) -> None:
         self.errors.append(CaptureError(code, message, offset))
@@ -171,8 +125,8 @@ class CaptureReader:
         """Act on why a framing walk stopped; True to keep reading."""
         if status == _framing.FULL:
             return True
-        if status == _framing.NEED_MORE and not self._eof:
-            self._refill(detail)
+        if status == _framing.NEED_MORE and not self._c.eof:
+            self._c.refill(detail)
             return True
         if status == _framing.NEED_MORE:
             self._truncated(detail)
@@ -182,10 +136,10 @@ class CaptureReader:
         return False
 
     def _truncated(self, need: int) -> None:
-        avail = self._fill - self._pos
-        if avail == 0 or self._stream_damaged:  # a clean end, or the cause is already recorded
+        avail = self._c.avail
+        if avail == 0 or self._c.damaged:  # a clean end, or the cause is already recorded
             return
-        offset = self._base + self._pos
+        offset = self._c.offset
         header = self._hdr_len if self.format == "pcap" else 12
         what = "record" if self.format == "pcap" else "block"
         if avail < header:
@@ -198,12 +152,13 @@ class CaptureReader:
     # -- opening ----------------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._refill(0)
-        if self._fill == 0:
+        c = self._c
+        c.refill(0)
+        if c.fill == 0:
             if self.errors and self.errors[0].code == "gzip.corrupt":
                 raise CaptureOpenError(self.name, "gzip_corrupt", self.errors[0].message)
             raise CaptureOpenError(self.name, "empty", "the file is empty")
-        head = bytes(self._buf[: min(4, self._fill)])
+        head = bytes(c.buf[: min(4, c.fill)])
         if len(head) < 4:
             if not any(m.startswith(head) for m in _ALL_MAGICS):
                 raise CaptureOpenError(self.name, "unknown_format", "not a pcap or pcapng file")
@@ -225,12 +180,14 @@ class CaptureReader:
     def _open_pcap(self, magic: int) -> None:
         order, self._nsec, self._hdr_len = _PCAP_MAGICS[magic]
         self._swapped = (order == "<") != (sys.byteorder == "little")
-        if self._fill < 24:
-            self._error("pcap.truncated_header", f"the file ends {self._fill} bytes into its 24-byte header", 0)
+        if self._c.fill < 24:
+            self._error(
+                "pcap.truncated_header", f"the file ends {self._c.fill} bytes into its 24-byte header", 0
+            )
             self._done = True
             return
-        major, minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "HHiIII", self._buf, 4)
-        self._pos = 24
+        major, minor, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "HHiIII", self._c.buf, 4)
+        self._c.pos = 24
         byte_order = "little" if order == "<" else "big"
         self.sections.append(Section(0, byte_order, (major, minor), first_interface=0))
         # Upper bits of the link-type field carry FCS information (pcap-savefile(5)).
@@ -260,12 +217,12 @@ class CaptureReader:
     # -- pcap -------------------------------------------------------------------------------
 
     def _run_pcap(self) -> Iterator[Batch]:
-        cap = self._batch_packets
+        c = self._c
         while not self._done:
-            off, caplen, origlen, ts_ns, file_offset = _pcap_arrays(cap)
-            n, self._pos, status, detail = _framing.frame_pcap(
-                self._buf, self._pos, self._fill, self._swapped, self._nsec, self._hdr_len,
-                self._max_caplen, self._base, 0, off, caplen, origlen, ts_ns, file_offset,
+            off, caplen, origlen, ts_ns, file_offset = _pcap_arrays(self._batch_packets)
+            n, c.pos, status, detail = _framing.frame_pcap(
+                c.buf, c.pos, c.fill, self._swapped, self._nsec, self._hdr_len,
+                self._max_caplen, c.base, 0, off, caplen, origlen, ts_ns, file_offset,
             )  # fmt: skip
             if n:
                 constant = (np.zeros(n, np.uint32), np.full(n, self._linktype, np.uint16),
@@ -284,15 +241,17 @@ class CaptureReader:
                 yield self._batch(n, arrays, comments)
             self._after_walk(status, detail)
 
-    def _walk_pcapng(self, arrays: tuple[np.ndarray, ...], comments: dict[int, list[str]]) -> tuple[int, int, int]:
+    def _walk_pcapng(
+        self, arrays: tuple[np.ndarray, ...], comments: dict[int, list[str]]
+    ) -> tuple[int, int, int]:
         """Frame packets into `arrays` until C stops at something it leaves to Python; handle
         SHBs, IDBs and other blocks here and go on. Returns (rows, status, detail)."""
-        n = 0
+        c, n = self._c, 0
         while True:
             before = n
-            n, self._pos, status, detail = _framing.frame_pcapng(
-                self._buf, self._pos, self._fill, self._swapped, self._if_table, self._if_base,
-                self._max_block, self._base, n, *arrays, self._ncomments,
+            n, c.pos, status, detail = _framing.frame_pcapng(
+                c.buf, c.pos, c.fill, self._swapped, self._if_table, self._if_base,
+                self._max_block, c.base, n, *arrays, self._ncomments,
             )  # fmt: skip
             if n > before:
                 self._collect_comments(before, n, arrays[4], comments)
@@ -306,18 +265,27 @@ class CaptureReader:
             else:
                 return n, status, int(detail)
 
-    def _collect_comments(self, lo: int, hi: int, file_offset: np.ndarray, into: dict[int, list[str]]) -> None:
+    def _collect_comments(
+        self, lo: int, hi: int, file_offset: np.ndarray, into: dict[int, list[str]]
+    ) -> None:
         for i in np.flatnonzero(self._ncomments[lo:hi]) + lo:
-            into[int(i)] = _framing.epb_comments(self._buf, int(file_offset[i]) - self._base, self._swapped)
+            into[int(i)] = _framing.epb_comments(
+                self._c.buf, int(file_offset[i]) - self._c.base, self._swapped
+            )
 
     def _on_shb(self) -> int:
         """Start a new section at the SHB at `_pos`. 0 when done, bytes needed, or -1 (damage)."""
-        offset, avail = self._base + self._pos, self._fill - self._pos
+        c = self._c
+        offset, avail = c.offset, c.avail
         if avail < 12:
             return 12
-        head = _pcapng.shb_header(bytes(self._buf[self._pos : self._pos + 12]))
+        head = _pcapng.shb_header(bytes(c.buf[c.pos : c.pos + 12]))
         if head is None:
-            self._error("pcapng.bad_byte_order_magic", "the section header's byte-order magic is not 0x1a2b3c4d", offset)
+            self._error(
+                "pcapng.bad_byte_order_magic",
+                "the section header's byte-order magic is not 0x1a2b3c4d",
+                offset,
+            )
             return -1
         length = head.total_len
         if length < _pcapng.SHB_MIN_LEN or length % 4:
@@ -328,7 +296,7 @@ class CaptureReader:
             return -1
         if avail < length:
             return length
-        block = bytes(self._buf[self._pos : self._pos + length])
+        block = bytes(c.buf[c.pos : c.pos + length])
         if block[-4:] != block[4:8]:
             self._mismatch(struct.unpack_from(head.order + "I", block, length - 4)[0], length, offset)
             return -1
@@ -341,19 +309,19 @@ class CaptureReader:
         self._swapped = (head.order == "<") != (sys.byteorder == "little")
         self._if_base = len(self.interfaces)
         self._if_table = np.zeros(0, np.int64)
-        self._pos += length
+        c.pos += length
         return 0
 
     def _on_block(self, block_type: int) -> bool:
         """Consume the well-framed non-packet block at `_pos`; False on damage."""
-        order = "<" if (sys.byteorder == "little") != self._swapped else ">"
-        length = struct.unpack_from(order + "I", self._buf, self._pos + 4)[0]
+        c, order = self._c, self._order()
+        length = struct.unpack_from(order + "I", c.buf, c.pos + 4)[0]
         if block_type == _pcapng.BT_IDB:
             if length < _pcapng.IDB_MIN_LEN:
                 message = f"interface block length {length} is shorter than 20"
-                self._error("pcapng.bad_block_length", message, self._base + self._pos)
+                self._error("pcapng.bad_block_length", message, c.offset)
                 return False
-            block = bytes(self._buf[self._pos : self._pos + length])
+            block = bytes(c.buf[c.pos : c.pos + length])
             iface = _pcapng.parse_idb(block, order, len(self.interfaces), len(self.sections) - 1)
             self.interfaces.append(iface)
             row = [iface.linktype, iface.snaplen, iface.tsresol, iface.tsoffset]
@@ -361,7 +329,7 @@ class CaptureReader:
         else:
             name = _pcapng.block_name(block_type)
             self.skipped_blocks[name] = self.skipped_blocks.get(name, 0) + 1
-        self._pos += length
+        c.pos += length
         return True
 
     def _mismatch(self, trailer: int, length: int, offset: int) -> None:
@@ -370,24 +338,44 @@ class CaptureReader:
 
     def _framing_damage(self, status: int, detail: int) -> None:
         """Turn a C damage status into a `CaptureError` naming the record and the numbers."""
-        offset, fmt = self._base + self._pos, self.format
-        if status == _framing.TOO_LARGE and fmt == "pcap":
-            message = f"record claims {detail} captured bytes; the limit is {self._max_caplen} (snaplen {self.interfaces[0].snaplen})"
-            self._error("pcap.record_too_large", message, offset)
+        if status == _framing.LENGTH_MISMATCH:
+            leading = struct.unpack_from(self._order() + "I", self._c.buf, self._c.pos + 4)[0]
+            self._mismatch(detail, leading, self._c.offset)
+            return
+        if status == _framing.TOO_LARGE and self.format == "pcap":
+            code = "pcap.record_too_large"
+            snaplen = self.interfaces[0].snaplen
+            message = (
+                f"record claims {detail} captured bytes; the limit is {self._max_caplen} (snaplen {snaplen})"
+            )
         elif status == _framing.TOO_LARGE:
-            self._error("pcapng.block_too_large", f"block claims {detail} bytes; the limit is {self._max_block}", offset)
+            code, message = (
+                "pcapng.block_too_large",
+                f"block claims {detail} bytes; the limit is {self._max_block}",
+            )
         elif status == _framing.BAD_LENGTH:
-            self._error("pcapng.bad_block_length", f"block length {detail} is too short or not a multiple of 4", offset)
-        elif status == _framing.LENGTH_MISMATCH:
-            order = "<" if (sys.byteorder == "little") != self._swapped else ">"
-            self._mismatch(detail, struct.unpack_from(order + "I", self._buf, self._pos + 4)[0], offset)
+            code, message = (
+                "pcapng.bad_block_length",
+                f"block length {detail} is too short or not a multiple of 4",
+            )
         elif status == _framing.BAD_CAPLEN:
-            self._error("pcapng.caplen_exceeds_block", f"packet claims {detail} captured bytes, more than its block holds", offset)
+            code, message = (
+                "pcapng.caplen_exceeds_block",
+                f"packet claims {detail} captured bytes, more than its block",
+            )
         elif status == _framing.UNDEFINED_INTERFACE:
             defined = len(self.interfaces) - self._if_base
-            self._error("pcapng.undefined_interface", f"packet names interface {detail}; the section defines {defined}", offset)
+            code, message = (
+                "pcapng.undefined_interface",
+                f"packet names interface {detail}; the section has {defined}",
+            )
         else:
-            self._error(f"{fmt}.framing_failed", f"framing stopped with status {status}", offset)
+            code, message = f"{self.format}.framing_failed", f"framing stopped with status {status}"
+        self._error(code, message, self._c.offset)
+
+    def _order(self) -> str:
+        """struct prefix of the current section's byte order."""
+        return "<" if (sys.byteorder == "little") != self._swapped else ">"
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -397,7 +385,7 @@ class CaptureReader:
             _trim(c, n) for c in columns
         )
         batch = Batch(
-            buf=self._buf, first_frame=self.packets + 1, offset=off, caplen=caplen, origlen=origlen,
+            buf=self._c.buf, first_frame=self.packets + 1, offset=off, caplen=caplen, origlen=origlen,
             ts_ns=ts_ns, linktype=linktype, interface=interface, tp_status=tp_status,
             direction=direction, file_offset=file_offset, comments=comments,
         )  # fmt: skip

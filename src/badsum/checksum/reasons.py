@@ -20,10 +20,11 @@ MEANING: dict[Status, str] = {
         "trace the packet across capture points to find the first bad hop"
     ),
     Status.PARTIAL: (
-        "the field holds the pseudo-header sum alone (transmit offload pending). Normal where the packet "
-        "was captured on the sending host (container eth0, host veth, bridge); on a receiving interface "
-        "or on the wire it means a forwarder did not complete an offloaded checksum (OVS userspace "
-        "datapath, AF_PACKET relays: KB-005, KB-007); turn TX checksum offload off on the sender's veth"
+        "the field holds the pseudo-header sum alone (transmit offload pending). Normal on the sending "
+        "host (container eth0, host veth, bridge) and on a veth peer, which receives the same buffer "
+        "with the sum still pending. A fault once the packet is re-created or leaves on a wire "
+        "unfinished: the OVS userspace datapath and AF_PACKET relays forward it as is (KB-005, KB-007) "
+        "and the receiver drops it (TcpInCsumErrors); fix: TX checksum offload off on the sender's veth"
     ),
     Status.ZERO_ALLOWED: "UDP without a checksum (allowed over IPv4, and over IPv6 for tunnels per RFC 6935)",
     Status.ZERO_INVALID: "UDP over IPv6 without a checksum: receivers drop it (RFC 8200 8.1)",

@@ -1,12 +1,13 @@
 """`badsum` entry point: builds the parser from the ordered command list and maps errors to exit codes.
 
 Exit codes (docs/cli.md): 0 nothing wrong, 1 findings, 2 usage, 3 could not read or inspect,
-130 interrupted.
+130 interrupted, 141 the output pipe was closed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,13 +19,14 @@ EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 #: Every command, in the order `--help` lists them. Each module has `register(subparsers)`.
 COMMANDS = (pcap,)
 
 EPILOG = """\
 exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
-            3 input unreadable or damaged, 130 interrupted
+            3 input unreadable or damaged, 130 interrupted, 141 output pipe closed
 
 example:
   badsum pcap capture.pcapng
@@ -58,11 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("badsum: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        # `badsum pcap --jsonl big.pcap | head`: the reader went away; not an error of ours.
+        # `badsum pcap --jsonl big.pcap | head`: the reader went away. Exit as a SIGPIPE'd
+        # process would (128 + 13), so a pipeline does not take a cut run for a clean one.
         try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            return EXIT_OK
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

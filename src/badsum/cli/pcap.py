@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from contextlib import ExitStack
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from badsum.capture import CaptureOpenError, open_capture
@@ -67,39 +67,62 @@ def _jobs(text: str) -> int:
     return v
 
 
+def _say(message: str) -> None:
+    """One line on stderr, never wrapped or parsed as markup (file names may contain '[')."""
+    print(f"badsum: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, data: dict | None = None) -> int:
+    if args.json:
+        print(Envelope("pcap", "error", data or {"file": args.file}, [{"code": code, "message": message}]).to_json())
+    _say(message)
+    return 3
+
+
 def run(args: argparse.Namespace) -> int:
-    err = Console(stderr=True, highlight=False)
     machine = args.json or args.jsonl
+    if args.annotate:
+        if os.path.abspath(args.annotate) == os.path.abspath(args.file):
+            _say("--annotate must not overwrite the input capture")
+            return 2
+        if os.path.isdir(args.annotate):
+            return _fail(args, "annotate.is_a_directory", f"cannot write {args.annotate}: it is a directory")
     try:
         reader = open_capture(args.file)
     except CaptureOpenError as e:
-        if args.json:
-            print(Envelope("pcap", "error", {"file": args.file}, [{"code": f"capture.{e.reason}", "message": str(e)}]).to_json())
-        else:
-            err.print(f"badsum: {e}")
-        return 3
-    if args.annotate and os.path.abspath(args.annotate) == os.path.abspath(args.file):
-        reader.close()
-        err.print("badsum: --annotate must not overwrite the input capture")
-        return 2
-    with ExitStack() as stack:
-        stack.enter_context(reader)
-        sinks = []
-        jsonl = None
+        return _fail(args, f"capture.{e.reason}", str(e))
+    writer = None
+    with reader:
+        sinks: list = []
         if args.jsonl:
-            jsonl = JsonLinesSink(sys.stdout)
-            sinks.append(jsonl)
-        writer = None
+            sinks.append(JsonLinesSink(sys.stdout))
         if args.annotate:
             try:
-                writer = stack.enter_context(PcapngWriter(args.annotate))
+                writer = PcapngWriter(args.annotate)
             except OSError as e:
-                err.print(f"badsum: cannot write {args.annotate}: {e.strerror or e}")
-                return 3
+                return _fail(args, "annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}")
             sinks.append(AnnotateSink(writer, reader.interfaces))
         scanner = Scanner(ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs), sinks)
-        show = not machine and not args.no_progress and err.is_terminal
-        summary = _run_with_progress(scanner, reader, args.file, err) if show else scanner.run(reader)
+        # Progress only for a person watching: a real terminal on stderr, whatever FORCE_COLOR says.
+        show = not machine and not args.no_progress and sys.stderr.isatty()
+        try:
+            summary = _run_with_progress(scanner, reader, args.file) if show else scanner.run(reader)
+            if writer is not None:
+                if reader.errors:
+                    writer.abort()  # never leave a copy of half a capture behind
+                else:
+                    writer.close()
+        except OSError as e:
+            if writer is not None:
+                writer.abort()
+            if isinstance(e, BrokenPipeError):
+                raise
+            where = args.annotate if writer is not None else args.file
+            return _fail(args, "io.error", f"cannot write {where}: {e.strerror or e}")
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
     meta = CaptureMeta(
         path=args.file,
         format=reader.format,
@@ -111,14 +134,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         status = "error" if code == 3 else "findings" if code == 1 else "ok"
         print(Envelope("pcap", status, to_data(summary, meta), meta.errors).to_json())
-    elif args.jsonl:
-        for e in meta.errors:
-            err.print(f"badsum: input damaged at byte {e['offset']}: {e['message']}")
     else:
-        out = _stdout_console()
-        render_text(summary, meta, out, verbose=args.verbose)
-        if writer is not None:
-            out.print(f"\nannotated copy: {args.annotate} ({writer.packets:,} packets)")
+        if not args.jsonl:
+            out = _stdout_console()
+            render_text(summary, meta, out, verbose=args.verbose)
+            if writer is not None and not reader.errors:
+                out.print(f"\nannotated copy: {escape(args.annotate)} ({writer.packets:,} packets)")
+        for e in meta.errors:
+            _say(f"input damaged at byte {e['offset']}: {e['message']}")
+    if writer is not None and reader.errors:
+        _say(f"no annotated copy written: the input is damaged ({args.annotate} left as it was)")
     return code
 
 
@@ -128,7 +153,8 @@ def _stdout_console() -> Console:
     return Console(highlight=False) if probe.is_terminal else Console(highlight=False, width=160, soft_wrap=True)
 
 
-def _run_with_progress(scanner: Scanner, reader, path: str, console: Console):  # noqa: ANN001
+def _run_with_progress(scanner: Scanner, reader, path: str):  # noqa: ANN001
+    console = Console(stderr=True, highlight=False)
     total = None
     if path != "-" and not reader.compressed:
         try:

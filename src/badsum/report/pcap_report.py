@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from badsum.capture import linktypes
@@ -101,9 +102,9 @@ def _flow_count(summary: ScanSummary, status: Status) -> int:
 def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbose: bool = False) -> None:
     s = summary
     judged = int(s.counts.sum())
-    console.print(f"[bold]{meta.path}[/]: {_n(s.packets)} packets, {_n(judged)} checksums judged")
+    console.print(f"[bold]{escape(meta.path)}[/]: {_n(s.packets)} packets, {_n(judged)} checksums judged")
     for err in meta.errors:
-        console.print(f"[red]input damaged[/] at byte {err.get('offset', '?')}: {err['message']} "
+        console.print(f"[red]input damaged[/] at byte {err.get('offset', '?')}: {escape(err['message'])} "
                       "(the packets before it were analysed)")
     bad, partial = s.status_total(Status.BAD), s.status_total(Status.PARTIAL)
     zinv, unv = s.status_total(Status.ZERO_INVALID), s.status_total(Status.UNVERIFIABLE)
@@ -115,9 +116,11 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
         lines.append(("red:ZERO", f"{_n(zinv)} UDP/IPv6 checksums are 0 outside the tunnel exemption: receivers drop them"))
     if partial:
         gso = f"; {_n(s.gso_frames)} GSO/TSO super-frames" if s.gso_frames else ""
-        where = (f"; {_n(s.inbound_partial)} on packets the interface received: a forwarder did not complete them"
+        where = (f"; {_n(s.inbound_partial)} on packets the kernel received with no checksum pending: "
+                 "a forwarder re-created them without completing the sum (KB-005)"
                  if s.inbound_partial else
-                 "; normal on the sending host, a fault if captured on a receiver or the wire")
+                 "; normal on the sending host and across a veth, a fault after a userspace "
+                 "forwarder or on a wire")
         lines.append(("yellow:PARTIAL", f"{_n(partial)} checksums hold the pseudo-header sum only "
                       f"({_layers(s, Status.PARTIAL)}): transmit offload pending{gso}{where}"))
     if unv:
@@ -143,7 +146,7 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
             t.add_column(col, justify="right" if col in ("depth", "count") else "left")
         for e in flows:
             frames = str(e.first_frame) if e.first_frame == e.last_frame else f"{e.first_frame}-{e.last_frame}"
-            t.add_row(str(e.flow) if e.flow else "-", e.layer.label, str(e.depth), e.status.label, _n(e.count), frames)
+            t.add_row(escape(str(e.flow)) if e.flow else "-", e.layer.label, str(e.depth), e.status.label, _n(e.count), frames)
         console.print()
         console.print(t)
 

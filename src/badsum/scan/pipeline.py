@@ -18,7 +18,15 @@ import numpy as np
 
 from badsum.capture.batch import Batch
 from badsum.checksum.detailed import DetailedJudge
-from badsum.checksum.verdict import MAX_DEPTH, N_LAYERS, N_STATUS, Status, VerdictFlag
+from badsum.checksum.verdict import (
+    MAX_DEPTH,
+    N_LAYERS,
+    N_STATUS,
+    TP_STATUS_CSUMNOTREADY,
+    TP_STATUS_UNKNOWN,
+    Status,
+    VerdictFlag,
+)
 from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
 from badsum.scan.flowtable import FlowTable
 from badsum.scan.rows import merge_sorted, verdicts_to_rows
@@ -166,9 +174,14 @@ class Scanner:
         s.gso_frames += len(np.unique(rows["frame"][partial & ((rows["flags"] & int(VerdictFlag.GSO)) != 0)]))
         if partial.any():
             idx = (rows["frame"][partial] - batch.first_frame).astype(np.int64)
-            ok = (idx >= 0) & (idx < len(batch))
-            # pcapng epb_flags: a partial checksum on a packet the interface *received* is a fault.
-            s.inbound_partial += int((batch.direction[idx[ok]] == 1).sum())
+            idx = idx[(idx >= 0) & (idx < len(batch))]
+            # A veth hands its peer the same skb with the sum still pending, so partial on a
+            # received packet is normal there. It is a fault (KB-005: OVS netdev, AF_PACKET relays
+            # re-create the packet) when the kernel recorded the packet as received with no
+            # checksum pending: inbound (epb_flags) and tp_status without TP_STATUS_CSUMNOTREADY.
+            tp = batch.tp_status[idx]
+            fault = (batch.direction[idx] == 1) & (tp != TP_STATUS_UNKNOWN) & ((tp & TP_STATUS_CSUMNOTREADY) == 0)
+            s.inbound_partial += int(fault.sum())
 
     def _emit_late(self, rows: np.ndarray) -> None:
         if len(rows) == 0:
