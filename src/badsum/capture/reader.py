@@ -21,7 +21,7 @@ import numpy as np
 
 import badsum.capture._framing as _framing
 from badsum.capture import _pcapng
-from badsum.capture._stream import Chunks, open_source
+from badsum.capture._stream import Chunks, mapped_chunks, open_source
 from badsum.capture.batch import Batch
 from badsum.capture.errors import CaptureError, CaptureOpenError
 from badsum.capture.info import Interface, Section
@@ -71,7 +71,7 @@ class CaptureReader:
         self._batch_packets = batch_packets
         self._max_record = max_record
         src, self.compressed, self.name, self._close = open_source(source)
-        self._c = Chunks(src, chunk_size, self._error)
+        self._c = mapped_chunks(src, chunk_size, self._error) or Chunks(src, chunk_size, self._error)
         self.format = ""
         """`pcap` or `pcapng`."""
         self.interfaces: list[Interface] = []
