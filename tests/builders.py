@@ -20,11 +20,13 @@ from scapy.all import (
     Ether,
     ICMPv6EchoRequest,
     IPv6,
+    IPOption_LSRR,
     IPv6ExtHdrFragment,
     Raw,
     fragment,
     wrpcap,
 )
+from scapy.contrib.geneve import GENEVE
 from scapy.layers.igmp import IGMP
 
 A4, B4, C4, D4 = "192.0.2.1", "192.0.2.2", "198.51.100.1", "198.51.100.2"
@@ -122,7 +124,39 @@ def zoo() -> list[Case]:
     quoted = IP(src=B4, dst=A4) / TCP(sport=80, dport=40000, chksum=0xDEAD)
     err = Ether(**MAC) / IP(src=C4, dst=B4) / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(_b(quoted)[:28])
     cases.append(Case("icmp-frag-needed-quoting-bad-tcp", _b(err), {"ipv4@0": "ok", "icmp@0": "ok"}))
+    # IPv4 loose source route: the sender's pseudo-header uses the route's last hop (RFC 791).
+    lsrr = Ether(**MAC) / IP(src=A4, dst=C4, options=[IPOption_LSRR(routers=[C4, D4])]) / TCP(sport=7, dport=8) / pay
+    cases.append(Case("ipv4-lsrr", _b(lsrr), {"ipv4@0": "ok", "tcp@0": "ok"}))
+    cases.append(Case("udplite-coverage", udplite_frame(cover=8 + 16, good=True), {"ipv4@0": "ok", "udplite@0": "ok"}))
+    cases.append(Case("udplite-bad", udplite_frame(cover=0, good=False), {"ipv4@0": "ok", "udplite@0": "bad"}))
+    sctp = Ether(_b(Ether(**MAC) / IP(src=A4, dst=B4) / SCTP(sport=9, dport=9) / pay))
+    sctp[SCTP].chksum ^= 0x00010000
+    cases.append(Case("sctp-bad", _b(Ether(_b(sctp))), {"ipv4@0": "ok", "sctp@0": "bad"}))
+    gb = bytearray(_b(gre))
+    gb[14 + 20 + 4] ^= 0x01  # GRE checksum field (C bit set): first byte of the checksum
+    cases.append(Case("gre-csum-bad", bytes(gb), {"ipv4@0": "ok", "gre@0": "bad", "ipv4@1": "ok", "udp@1": "ok"}))
+    gen = Ether(**MAC) / IP(src=A4, dst=B4) / UDP(sport=50001, dport=6081) / GENEVE(vni=7, proto=0x6558) / inner
+    cases.append(Case("geneve", _b(gen), {"ipv4@0": "ok", "udp@0": "ok", "ipv4@1": "ok", "tcp@1": "ok"}))
+    v6vx = Ether(**MAC) / IPv6(src=A6, dst=B6) / UDP(sport=50000, dport=4789) / VXLAN(vni=9) / inner
+    cases.append(Case("vxlan-over-ipv6-zero", _b(with_l4_checksum(Ether(_b(v6vx)), UDP, 0)), {"udp@0": "zero-allowed", "ipv4@1": "ok", "tcp@1": "ok"}))
     return cases
+
+
+def udplite_frame(cover: int, good: bool) -> bytes:
+    """UDP-Lite (RFC 3828): coverage in place of length; the sum covers only `cover` bytes."""
+    import socket
+
+    payload = bytes(range(64))
+    length = 8 + len(payload)
+    cov = cover or length
+    head = struct.pack("!HHHH", 3000, 4000, cover, 0)
+    pseudo = socket.inet_aton(A4) + socket.inet_aton(B4) + struct.pack("!BBH", 0, 136, length)
+    s = ones_sum(pseudo + (head + payload)[:cov])
+    csum = (~s) & 0xFFFF or 0xFFFF
+    if not good:
+        csum ^= 0x0101
+    seg = struct.pack("!HHHH", 3000, 4000, cover, csum) + payload
+    return _b(Ether(**MAC) / IP(src=A4, dst=B4, proto=136) / Raw(seg))
 
 
 def fragments_case() -> tuple[list[bytes], dict[str, str]]:

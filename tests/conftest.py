@@ -21,6 +21,11 @@ def corpus_files() -> list[Path]:
     return sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
 
 
+def own_captures() -> list[Path]:
+    """Captures shipped with the repo (made by the real kernel in tests/data)."""
+    return sorted(p for p in (REPO / "tests" / "data").iterdir() if p.suffix in (".pcap", ".pcapng"))
+
+
 @pytest.fixture
 def corpus() -> Path:
     if not CORPUS.is_dir():

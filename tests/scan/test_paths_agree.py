@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import write_zoo
-from conftest import corpus_files
+from conftest import corpus_files, own_captures
 
 from badsum.capture import open_capture
 from badsum.scan.pipeline import ScanConfig, Scanner
@@ -48,6 +48,11 @@ def assert_same(path: Path) -> int:
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_corpus_paths_agree(path: Path) -> None:
     assert_same(path)
+
+
+@pytest.mark.parametrize("path", own_captures(), ids=lambda p: p.name)
+def test_own_captures_paths_agree(path: Path) -> None:
+    assert assert_same(path) > 0
 
 
 def test_zoo_paths_agree_and_fast_path_did_the_work(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from badsum import __version__
-from badsum.cli import pcap
+from badsum.cli import lab, pcap
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -22,14 +22,15 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 #: Every command, in the order `--help` lists them. Each module has `register(subparsers)`.
-COMMANDS = (pcap,)
+COMMANDS = (pcap, lab)
 
 EPILOG = """\
 exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
             3 input unreadable or damaged, 130 interrupted, 141 output pipe closed
 
-example:
+examples:
   badsum pcap capture.pcapng
+  sudo badsum lab run ovs-userspace-veth
 """
 
 

@@ -1,0 +1,115 @@
+"""`badsum lab`: rebuild known incidents on the real kernel in throwaway namespaces."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from badsum.lab.lab import LabError
+from badsum.lab.runner import CommandError
+from badsum.lab.scenarios import SCENARIOS, find
+from badsum.lab.state import PREFIX_RE, clean
+from badsum.report.envelope import Envelope
+
+HELP = "reproduce known incidents on the real kernel in throwaway namespaces"
+EXAMPLES = """\
+examples:
+  badsum lab list
+  sudo badsum lab run ovs-userspace-veth          # ping works, TCP fails (KB-005)
+  sudo badsum lab run ovs-userspace-veth --fix    # ... and the fix makes TCP work
+  sudo badsum lab clean                           # remove leftovers of a crashed run
+
+exit codes (run): 0 symptom not observed, 1 symptom observed, 2 usage (unknown scenario),
+                  3 could not run (not root, a tool missing, a prefix collision)
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lab", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    labsub = p.add_subparsers(dest="lab_command", metavar="ACTION")
+    labsub.required = True
+    ls = labsub.add_parser("list", help="the scenarios", epilog="example:\n  badsum lab list --json",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    ls.add_argument("--json", action="store_true", help="print the JSON envelope")
+    ls.set_defaults(run=run_list)
+    r = labsub.add_parser("run", help="build a scenario, drive traffic, capture, tear down",
+                          epilog="example:\n  sudo badsum lab run ovs-userspace-veth --fix --out /tmp/kb005",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("scenario", metavar="NAME", help="a scenario from `badsum lab list`")
+    r.add_argument("--fix", action="store_true", help="apply the documented fix and check the symptom is gone")
+    r.add_argument("--keep", action="store_true", help="leave the namespaces up for inspection (`badsum lab clean` removes them)")
+    r.add_argument("--out", metavar="DIR", help="where captures and result.json go (default ./badsum-lab/NAME-TIME)")
+    r.add_argument("--prefix", metavar="PREFIX", help="object prefix (bs + 6 hex digits; default random)")
+    r.add_argument("--json", action="store_true", help="print the result as the JSON envelope")
+    r.set_defaults(run=run_scenario)
+    c = labsub.add_parser("clean", help="remove what crashed or --keep runs left, by prefix and nothing else",
+                          epilog="example:\n  sudo badsum lab clean --prefix bs1a2b3c",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--prefix", metavar="PREFIX", help="only this run (default: every journal found)")
+    c.add_argument("--json", action="store_true", help="print the JSON envelope")
+    c.set_defaults(run=run_clean)
+
+
+def _say(msg: str) -> None:
+    print(f"badsum: {msg}", file=sys.stderr, flush=True)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = [{"name": s.name, "title": s.title, "kb": list(s.kb), "needs_ovs": s.needs_ovs} for s in SCENARIOS]
+    if args.json:
+        print(Envelope("lab list", "ok", {"scenarios": rows}).to_json())
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['title']} ({', '.join(r['kb'])})")
+    return 0
+
+
+def run_scenario(args: argparse.Namespace) -> int:
+    scenario = find(args.scenario)
+    if scenario is None:
+        _say(f"unknown scenario {args.scenario!r}; `badsum lab list` shows them: " + ", ".join(s.name for s in SCENARIOS))
+        return 2
+    if args.prefix and not PREFIX_RE.match(args.prefix):
+        _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
+        return 2
+    out = Path(args.out or f"badsum-lab/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if sys.stderr.isatty() and not args.json:
+        _say(f"running {scenario.name} in throwaway namespaces (captures in {out}) ...")
+    try:
+        result = scenario.run(out, fix=args.fix, keep=args.keep, prefix=args.prefix)
+    except (LabError, CommandError, TimeoutError) as e:
+        if args.json:
+            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.cannot_run", "message": str(e)}]).to_json())
+        _say(str(e))
+        return 3
+    code = 1 if result.symptom_observed else 0
+    if args.json:
+        print(Envelope("lab run", "findings" if code else "ok", result.as_dict()).to_json())
+    else:
+        print(result.summary(), end="")
+    return code
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    if args.prefix and not PREFIX_RE.match(args.prefix):
+        _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
+        return 2
+    report = clean(args.prefix)
+    data = {"prefixes": report.prefixes, "namespaces": report.namespaces, "killed": report.killed}
+    if args.json:
+        errors = [{"code": "lab.clean", "message": e} for e in report.errors]
+        print(Envelope("lab clean", "error" if errors else "ok", data, errors).to_json())
+    else:
+        print(f"removed {len(report.namespaces)} namespace(s) of {len(report.prefixes)} run(s); "
+              f"stopped {len(report.killed)} process(es)")  # fmt: skip
+        for e in report.errors:
+            _say(e)
+    return 3 if report.errors else 0
+
+
+__all__ = ["register", "json"]
