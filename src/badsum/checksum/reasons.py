@@ -33,39 +33,46 @@ MEANING: dict[Status, str] = {
 }
 
 
+_NAMES = {layer: layer.label.upper() for layer in Layer}
+_KERNEL, _INCOMPLETE, _TUNNEL_ZERO, _LSO = (int(VerdictFlag.KERNEL), int(VerdictFlag.INCOMPLETE_FRAGMENT),
+                                            int(VerdictFlag.TUNNEL_ZERO), int(VerdictFlag.LSO_LEN0))  # fmt: skip
+_GSO, _REASSEMBLED = int(VerdictFlag.GSO), int(VerdictFlag.REASSEMBLED)
+
+
 def _hex(layer: Layer, v: int) -> str:
     return f"0x{v:08x}" if layer == Layer.SCTP else f"0x{v:04x}"
 
 
 def reason_for(v: "Verdict") -> str:
     """A one-line reason for one verdict."""
-    f, name = v.flags, v.layer.label.upper()
-    kernel = " (kernel status TP_STATUS_CSUM_VALID)" if f & VerdictFlag.KERNEL else ""
+    # Plain ints: IntFlag arithmetic costs more than the rest of this function (--jsonl hot path).
+    f, name = int(v.flags), _NAMES[v.layer]
+    kernel = " (kernel status TP_STATUS_CSUM_VALID)" if f & _KERNEL else ""
     if v.status == Status.OK:
         return f"{name} checksum verifies{kernel}"
     if v.status == Status.UNVERIFIABLE:
-        if f & VerdictFlag.INCOMPLETE_FRAGMENT:
+        if f & _INCOMPLETE:
             return f"{name} checksum not judged: the fragmented datagram never completed"
         return f"{name} checksum not judged: the covered bytes were cut by the snap length"
     if v.status == Status.ZERO_ALLOWED:
-        if f & VerdictFlag.TUNNEL_ZERO:
+        if f & _TUNNEL_ZERO:
             return "UDP checksum 0 over IPv6 to a tunnel port: allowed by RFC 6935/6936"
         return "UDP checksum 0 over IPv4: no checksum (RFC 768)"
     if v.status == Status.ZERO_INVALID:
         return "UDP checksum 0 over IPv6 and not a tunnel port: invalid (RFC 8200 8.1), receivers drop it"
     if v.status == Status.PARTIAL:
         if v.layer == Layer.IPV4:
-            if f & VerdictFlag.LSO_LEN0:
+            if f & _LSO:
                 return "IPv4 header checksum 0 and total length 0: TSO/LSO pending, the NIC fills both in"
             return "IPv4 header checksum 0 on an offloaded packet: the NIC fills it in"
-        who = "kernel says TP_STATUS_CSUMNOTREADY; " if f & VerdictFlag.KERNEL else ""
-        if f & VerdictFlag.LSO_LEN0:
+        who = "kernel says TP_STATUS_CSUMNOTREADY; " if f & _KERNEL else ""
+        if f & _LSO:
             what = "pseudo-header sum with length 0 (Windows LSO, IPv4 total length 0)"
         else:
             what = f"pseudo-header sum alone (length {v.extra}), not the full checksum {_hex(v.layer, v.computed)}"
-        gso = "; GSO/TSO super-frame, segmented later" if f & VerdictFlag.GSO else ""
+        gso = "; GSO/TSO super-frame, segmented later" if f & _GSO else ""
         return f"{who}{name} field holds the {what}: transmit offload pending{gso}"
     if v.status == Status.NAT_STALE:
         return f"{name} checksum is right for the tuple before NAT: the rewrite did not update it"
-    re = " after IP reassembly" if f & VerdictFlag.REASSEMBLED else ""
+    re = " after IP reassembly" if f & _REASSEMBLED else ""
     return f"{name} checksum {_hex(v.layer, v.stored)} should be {_hex(v.layer, v.computed)}{re}"

@@ -59,18 +59,14 @@ def _addr_text(ipver: int, raw: bytes) -> str:
     return ""
 
 
-def flow_of_row(r: np.void) -> Flow | None:
-    ipver = int(r["ipver"])
+def flow_of_fields(ipver: int, src: bytes, dst: bytes, proto: int, sport: int, dport: int) -> Flow | None:
     if ipver == 0:
         return None
-    return Flow(
-        ipver,
-        _addr_text(ipver, bytes(r["src"])),
-        _addr_text(ipver, bytes(r["dst"])),
-        int(r["proto"]),
-        int(r["sport"]),
-        int(r["dport"]),
-    )
+    return Flow(ipver, _addr_text(ipver, bytes(src)), _addr_text(ipver, bytes(dst)), int(proto), int(sport), int(dport))
+
+
+def flow_of_row(r: np.void) -> Flow | None:
+    return flow_of_fields(int(r["ipver"]), bytes(r["src"]), bytes(r["dst"]), int(r["proto"]), int(r["sport"]), int(r["dport"]))
 
 
 def row_to_verdict(r: np.void) -> Verdict:

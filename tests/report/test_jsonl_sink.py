@@ -1,0 +1,50 @@
+"""The fast JSON-lines writer prints exactly `Verdict.as_record()` for every row."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from builders import write_zoo
+from conftest import corpus_files
+
+from badsum.capture import open_capture
+from badsum.report.sinks import JsonLinesSink
+from badsum.scan.pipeline import ScanConfig, Scanner
+from badsum.scan.rows import iter_verdicts
+
+
+class Keep:
+    def __init__(self) -> None:
+        self.parts: list[np.ndarray] = []
+
+    def rows(self, batch, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+
+    def late_rows(self, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+
+
+def check(path: Path) -> int:
+    buf, keep = io.StringIO(), Keep()
+    with open_capture(path) as reader:
+        Scanner(ScanConfig(), [JsonLinesSink(buf), keep]).run(reader)
+    got = [json.loads(line) for line in buf.getvalue().splitlines()]
+    want = [json.loads(json.dumps(v.as_record())) for p in keep.parts for v in iter_verdicts(p)]
+    assert got == want
+    return len(got)
+
+
+def test_zoo(tmp_path: Path) -> None:
+    p = tmp_path / "zoo.pcap"
+    write_zoo(p)
+    assert check(p) >= 8
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("path", [p for p in corpus_files() if p.stat().st_size > 1000][:40], ids=lambda p: p.name)
+def test_corpus(path: Path) -> None:
+    check(path)
