@@ -23,7 +23,8 @@ examples:
   sudo badsum lab clean                           # remove leftovers of a crashed run
 
 exit codes (run): 0 symptom not observed, 1 symptom observed, 2 usage (unknown scenario),
-                  3 could not run (not root, a tool missing, a prefix collision)
+                  3 could not run (not root, a tool missing, a prefix collision),
+                  130 interrupted (SIGINT or SIGTERM; the lab is torn down first)
 """
 
 
@@ -82,16 +83,27 @@ def run_scenario(args: argparse.Namespace) -> int:
         _say(f"running {scenario.name} in throwaway namespaces (captures in {out}) ...")
     try:
         result = scenario.run(out, fix=args.fix, keep=args.keep, prefix=args.prefix)
-    except (LabError, CommandError, TimeoutError) as e:
+    except (LabError, CommandError, TimeoutError, OSError) as e:
+        # OSError: the output folder (or the journal) cannot be written; teardown has run already.
+        msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
         if args.json:
-            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.cannot_run", "message": str(e)}]).to_json())
-        _say(str(e))
+            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.cannot_run", "message": msg}]).to_json())
+        _say(msg)
+        return 3
+    except (ValueError, KeyError, IndexError, RuntimeError) as e:
+        # A scenario that broke is not a symptom: exit 3, never 1, and one line, not a traceback.
+        msg = f"{scenario.name} could not finish: {type(e).__name__}: {e} (teardown has run)"
+        if args.json:
+            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.scenario_failed", "message": msg}]).to_json())
+        _say(msg)
         return 3
     code = 1 if result.symptom_observed else 0
     if args.json:
         print(Envelope("lab run", "findings" if code else "ok", result.as_dict()).to_json())
     else:
         print(result.summary(), end="")
+    if args.keep:
+        _say(f"kept namespaces {result.prefix}-*; remove them with `badsum lab clean --prefix {result.prefix}`")
     return code
 
 
@@ -100,13 +112,16 @@ def run_clean(args: argparse.Namespace) -> int:
         _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
         return 2
     report = clean(args.prefix)
-    data = {"prefixes": report.prefixes, "namespaces": report.namespaces, "killed": report.killed}
+    data = {"prefixes": report.prefixes, "namespaces": report.namespaces, "killed": report.killed,
+            "running": report.running}
     if args.json:
         errors = [{"code": "lab.clean", "message": e} for e in report.errors]
         print(Envelope("lab clean", "error" if errors else "ok", data, errors).to_json())
     else:
         print(f"removed {len(report.namespaces)} namespace(s) of {len(report.prefixes)} run(s); "
               f"stopped {len(report.killed)} process(es)")  # fmt: skip
+        if report.running and not args.prefix:
+            _say(f"left alone, still running: {', '.join(report.running)}")
         for e in report.errors:
             _say(e)
     return 3 if report.errors else 0

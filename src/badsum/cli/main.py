@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from badsum import __version__
-from badsum.cli import lab, pcap
+from badsum.cli import canary, lab, pcap
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -22,7 +22,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 #: Every command, in the order `--help` lists them. Each module has `register(subparsers)`.
-COMMANDS = (pcap, lab)
+COMMANDS = (pcap, lab, canary)
 
 EPILOG = """\
 exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
@@ -31,6 +31,7 @@ exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
 examples:
   badsum pcap capture.pcapng
   sudo badsum lab run ovs-userspace-veth
+  sudo badsum canary
 """
 
 

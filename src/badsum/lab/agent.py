@@ -11,12 +11,14 @@ import errno
 import hashlib
 import json
 import socket
+import struct
 import sys
 import time
 
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
 IP_PMTUDISC_DO = getattr(socket, "IP_PMTUDISC_DO", 2)
 MAX_BYTES = 64 * 1024 * 1024
+MAX_RAW = 100  # udp-raw: datagrams per run
 
 
 def payload(n: int, seed: int = 1) -> bytes:
@@ -82,6 +84,8 @@ def udp_echo(a: argparse.Namespace) -> None:
     s.settimeout(a.timeout)
     print("READY", flush=True)
     got, h = 0, hashlib.sha256()
+    marker = a.stop_on.encode() if a.stop_on else None
+    marker_seen = False
     deadline = time.monotonic() + a.timeout
     while got < a.count and time.monotonic() < deadline:
         try:
@@ -91,7 +95,13 @@ def udp_echo(a: argparse.Namespace) -> None:
         got += 1
         h.update(data)
         s.sendto(data, peer)
-    out({"received": got, "sha256": h.hexdigest()})
+        if marker is not None and data.startswith(marker):
+            marker_seen = True  # the sender's last datagram: everything before it has been judged
+            break
+    doc = {"received": got, "sha256": h.hexdigest()}
+    if marker is not None:
+        doc.update(marker_seen=marker_seen, others=got - marker_seen)
+    out(doc)
 
 
 def udp_send(a: argparse.Namespace) -> None:
@@ -118,6 +128,55 @@ def udp_send(a: argparse.Namespace) -> None:
     out({"sent": sent, "replies": replies, "size": a.size, "errors": errors})
 
 
+def udp_checksum(src: bytes, dst: bytes, udp: bytes) -> int:
+    """RFC 768 checksum over the IPv4 pseudo-header and `udp` (its checksum field zero)."""
+    data = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, len(udp)) + udp
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return (~total & 0xFFFF) or 0xFFFF  # a computed 0 is sent as 0xffff (0 means "no checksum")
+
+
+def ipv4_udp(src: str, dst: str, sport: int, dport: int, data: bytes, csum: int | None, ident: int) -> tuple[bytes, int]:
+    """An IPv4/UDP packet with `csum` stored (None: the correct one); returns it and the correct sum.
+    The kernel fills in the IPv4 total length and header checksum (raw(7), IP_HDRINCL)."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+    right = udp_checksum(s, d, udp)
+    udp = udp[:6] + struct.pack("!H", right if csum is None else csum) + udp[8:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident, 0, 64, socket.IPPROTO_UDP, 0, s, d)
+    return ip + udp, right
+
+
+def wrong_checksum(right: int) -> int:
+    """A stored value that does not verify, and is not 0 (RFC 768: 0 means "no checksum")."""
+    return (right + 1) & 0xFFFF or 1
+
+
+def udp_raw(a: argparse.Namespace) -> None:
+    """Datagrams built here with a deliberately wrong UDP checksum, sent through a raw socket so
+    that no offload and no stack touches the sum; then (optionally) one valid marker datagram."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    data = b"badsum-corrupt:" + payload(max(0, a.size - 15), a.seed)
+    sent, stored, right = 0, None, None
+    for i in range(min(a.count, MAX_RAW)):
+        _, right = ipv4_udp(a.src, a.dst, a.sport, a.dport, data, None, 0)
+        stored = wrong_checksum(right) if a.csum is None else int(a.csum, 16)
+        pkt, _ = ipv4_udp(a.src, a.dst, a.sport, a.dport, data, stored, (0x4200 + i) & 0xFFFF)
+        s.sendto(pkt, (a.dst, 0))
+        sent += 1
+        time.sleep(a.interval)
+    doc = {"sent": sent, "stored": f"0x{stored:04x}" if stored is not None else None,
+           "correct": f"0x{right:04x}" if right is not None else None, "marker_sent": False}  # fmt: skip
+    if a.marker:
+        pkt, _ = ipv4_udp(a.src, a.dst, a.sport, a.dport, a.marker.encode(), None, 0x4100)
+        s.sendto(pkt, (a.dst, 0))
+        doc["marker_sent"] = True
+    out(doc)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="badsum.lab.agent")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -138,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--port", type=int, required=True)
     x.add_argument("--count", type=int, default=10)
     x.add_argument("--timeout", type=float, default=10)
+    x.add_argument("--stop-on", metavar="TEXT", help="stop at the first datagram starting with TEXT (a marker)")
     x.set_defaults(fn=udp_echo)
     x = sub.add_parser("udp-send")
     x.add_argument("--connect", required=True)
@@ -148,6 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     x.add_argument("--wait", type=float, default=1.0)
     x.add_argument("--df", action="store_true")
     x.set_defaults(fn=udp_send)
+    x = sub.add_parser("udp-raw", help="IPv4/UDP with a wrong checksum, via a raw socket")
+    x.add_argument("--src", required=True)
+    x.add_argument("--dst", required=True)
+    x.add_argument("--sport", type=int, default=40000)
+    x.add_argument("--dport", type=int, required=True)
+    x.add_argument("--count", type=int, default=3)
+    x.add_argument("--size", type=int, default=64)
+    x.add_argument("--seed", type=int, default=1)
+    x.add_argument("--csum", metavar="HEX", help="the checksum to store (default: the correct one + 1)")
+    x.add_argument("--marker", metavar="TEXT", help="then send one valid datagram with this payload")
+    x.add_argument("--interval", type=float, default=0.002)
+    x.set_defaults(fn=udp_raw)
     a = p.parse_args(argv)
     a.fn(a)
     return 0

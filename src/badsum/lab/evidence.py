@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -64,15 +65,20 @@ class DropTracer:
     def start(self) -> bool:
         root = next((r for r in TRACEFS_CANDIDATES if os.path.isdir(os.path.join(r, "instances"))), None)
         if root is None:
+            # Not mounted: mount it on a private directory, never on the system's path, so that
+            # unmounting it afterwards cannot pull tracefs from under the host or a concurrent lab.
+            mnt = tempfile.mkdtemp(prefix=f"{self.name}-tracefs-")
             try:
-                run(["mount", "-t", "tracefs", "nodev", TRACEFS_CANDIDATES[0]], timeout=10)
-                root, self.mounted = TRACEFS_CANDIDATES[0], TRACEFS_CANDIDATES[0]
+                run(["mount", "-t", "tracefs", "nodev", mnt], timeout=10)
             except CommandError as e:
+                os.rmdir(mnt)
                 self.why_not = f"tracefs not available: {e.detail}"
                 return False
+            root = self.mounted = mnt
         event = os.path.join(root, "events", "skb", "kfree_skb")
         if not os.path.isdir(event):
             self.why_not = "this kernel has no skb:kfree_skb tracepoint"
+            self.stop()  # unmount what we mounted
             return False
         self.root = root
         self.instance = os.path.join(root, "instances", self.name)
@@ -118,5 +124,6 @@ class DropTracer:
                 pass
         self.instance = None
         if self.mounted:
-            run(["umount", self.mounted], check=False, timeout=10)
+            if run(["umount", self.mounted], check=False, timeout=10).returncode == 0:
+                os.rmdir(self.mounted)
             self.mounted = None

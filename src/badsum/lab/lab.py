@@ -15,7 +15,7 @@ from typing import Iterator
 
 from badsum.lab import evidence
 from badsum.lab.ovs import PrivateOVS, ovs_available
-from badsum.lab.runner import Background, CommandError, run, spawn, wait_for
+from badsum.lab.runner import Background, CommandError, proc_starttime, run, spawn, wait_for
 from badsum.lab.state import CleanReport, LabState, Proc, existing_objects, new_prefix, teardown
 from badsum.lab.topology import Topology, build_commands, ns_name, route_commands
 
@@ -39,8 +39,8 @@ def preflight(needs_ovs: bool = False, tools: tuple[str, ...] = ()) -> None:
 _PKG = {"ip": "iproute2", "nstat": "iproute2", "nft": "nftables", "ping": "iputils-ping", "ovs-vsctl": "openvswitch-switch"}
 
 
-class _Terminated(BaseException):
-    """SIGTERM, turned into an exception so that teardown runs."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that teardown runs (and the CLI exits 130, as for Ctrl-C)."""
 
 
 class Lab:
@@ -51,7 +51,7 @@ class Lab:
         self.prefix = prefix or new_prefix()
         self.out = out
         self.keep = keep
-        self.state = LabState(self.prefix, scenario)
+        self.state = LabState(self.prefix, scenario, owner_pid=os.getpid(), owner_starttime=proc_starttime(os.getpid()))
         self.procs: list[Background] = []
         self.ovs: dict[str, PrivateOVS] = {}
         self._old_term = None
@@ -102,6 +102,9 @@ class Lab:
                 o.stop()
             if not self.keep:
                 teardown(self.state, CleanReport())
+            else:
+                self.state.owner_pid = self.state.owner_starttime = None  # kept: `lab clean` may remove it
+                self.state.save()
         finally:
             if self._old_term is not None:
                 signal.signal(signal.SIGTERM, self._old_term)
@@ -153,13 +156,16 @@ class Lab:
         return json.loads(lines[-1]) if lines else {"error": "agent produced no result", "log": p.output()[-400:]}
 
     def tcp_transfer(self, client_ns: str, server_ns: str, server_addr: str, *, port: int = 9000,
-                     nbytes: int = 200_000, timeout: float = 8.0, seed: int = 1) -> dict:  # fmt: skip
-        """One TCP connection; the receiver hashes what the application got."""
+                     nbytes: int = 200_000, timeout: float = 8.0, seed: int = 1,
+                     connect_addr: str | None = None) -> dict:  # fmt: skip
+        """One TCP connection; the receiver hashes what the application got. The client connects to
+        `connect_addr` when given (a service VIP that NAT sends to `server_addr`)."""
         srv = self._agent(server_ns, f"tcp-server-{port}", ["tcp-server", "--bind", server_addr, "--port", str(port),
                                                             "--timeout", str(timeout)])  # fmt: skip
         wait_for(lambda: "READY" in _stdout(srv) or not srv.alive(), 10, what="TCP server")
-        cli = self._agent(client_ns, f"tcp-client-{port}", ["tcp-client", "--connect", server_addr, "--port", str(port),
-                                                            "--bytes", str(nbytes), "--timeout", str(timeout), "--seed", str(seed)])  # fmt: skip
+        cli = self._agent(client_ns, f"tcp-client-{port}", ["tcp-client", "--connect", connect_addr or server_addr,
+                                                            "--port", str(port), "--bytes", str(nbytes),
+                                                            "--timeout", str(timeout), "--seed", str(seed)])  # fmt: skip
         c = self._result(cli, timeout + 5)
         s = self._result(srv, timeout + 5)
         ok = c.get("error") is None and s.get("bytes") == nbytes and s.get("sha256") == c.get("sha256")

@@ -27,6 +27,8 @@ class ScenarioResult:
     title: str
     fix_applied: bool
     symptom_observed: bool
+    prefix: str = ""
+    """The run's object prefix (namespaces `<prefix>-*`; `badsum lab clean --prefix` after `--keep`)."""
     reproduced: bool | None = None
     """None when the scenario has no 'expected' symptom on every kernel (e.g. fixed kernels)."""
     verdict: str = ""
@@ -66,9 +68,10 @@ class ScenarioResult:
             lines.append(f"  [{e.oracle}] {e.what}")
         if self.table:
             keys = list(self.table[0])
-            lines.append("  " + "  ".join(keys))
+            widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in self.table)) for k in keys}
+            lines.append("  " + "  ".join(k.ljust(widths[k]) for k in keys).rstrip())
             for row in self.table:
-                lines.append("  " + "  ".join(str(row[k]) for k in keys))
+                lines.append("  " + "  ".join(str(row.get(k, "")).ljust(widths[k]) for k in keys).rstrip())
         for label, path in self.captures.items():
             lines.append(f"  capture {label}: {path}")
         return "\n".join(lines) + "\n"

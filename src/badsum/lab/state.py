@@ -13,6 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from badsum.lab import evidence
 from badsum.lab.runner import proc_starttime
 
 #: Where runs keep their journal; tests may point it elsewhere.
@@ -46,6 +47,9 @@ class LabState:
 
     prefix: str
     scenario: str = ""
+    owner_pid: int | None = None
+    """The process running the lab; `clean` leaves the run alone while it lives (None once released)."""
+    owner_starttime: int | None = None
     namespaces: list[str] = field(default_factory=list)
     procs: list[Proc] = field(default_factory=list)
     tracefs_instance: str | None = None
@@ -68,6 +72,11 @@ class LabState:
         return cls(**raw, procs=procs)
 
 
+def owner_alive(state: LabState) -> bool:
+    """True while the process that runs this lab is still the one recorded (not a recycled pid)."""
+    return state.owner_pid is not None and proc_starttime(state.owner_pid) == state.owner_starttime
+
+
 def existing_objects(prefix: str) -> list[str]:
     """Anything already carrying this prefix (a run must not start over it)."""
     found = [f"namespace {n}" for n in list_netns() if n.startswith(prefix + "-")]
@@ -81,6 +90,8 @@ class CleanReport:
     prefixes: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     killed: list[int] = field(default_factory=list)
+    running: list[str] = field(default_factory=list)
+    """Prefixes left alone because the run's own process still lives (a concurrent lab)."""
     errors: list[str] = field(default_factory=list)
 
 
@@ -113,14 +124,43 @@ def delete_netns(name: str, report: CleanReport) -> None:
         report.errors.append(f"ip netns delete {name}: {r.stderr.strip()}")
 
 
+def _private_tracefs_mounts(prefix: str) -> list[str]:
+    """The tracefs mounts DropTracer made for this prefix (`<tmp>/badsum-<prefix>-tracefs-*`)."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    fields = (line.split() for line in lines)
+    return [f[1] for f in fields if len(f) > 2 and f[2] == "tracefs"
+            and os.path.basename(f[1]).startswith(f"badsum-{prefix}-tracefs-")]  # fmt: skip
+
+
 def remove_tracefs_instance(state: LabState, report: CleanReport) -> None:
-    if state.tracefs_instance and os.path.isdir(state.tracefs_instance):
-        try:
-            os.rmdir(state.tracefs_instance)
-        except OSError as e:
-            report.errors.append(f"rmdir {state.tracefs_instance}: {e}")
-    if state.mounted_tracefs:
-        subprocess.run(["umount", state.mounted_tracefs], capture_output=True, timeout=10, check=False)
+    # The recorded instance, and `badsum-<prefix>` under any mounted tracefs (a run killed before
+    # its journal recorded the instance leaves one too; it would trace every drop forever).
+    mounts = _private_tracefs_mounts(state.prefix)
+    roots = [*evidence.TRACEFS_CANDIDATES, *mounts]
+    found = {os.path.join(r, "instances", f"badsum-{state.prefix}") for r in roots}
+    if state.tracefs_instance:
+        found.add(state.tracefs_instance)
+    for inst in sorted(found):
+        if os.path.isdir(inst):
+            try:
+                os.rmdir(inst)
+            except OSError as e:
+                report.errors.append(f"rmdir {inst}: {e}")
+    if state.mounted_tracefs and state.mounted_tracefs not in mounts and os.path.ismount(state.mounted_tracefs):
+        mounts.append(state.mounted_tracefs)
+    for m in mounts:
+        r = subprocess.run(["umount", m], capture_output=True, text=True, timeout=10, check=False)
+        if r.returncode != 0:
+            report.errors.append(f"umount {m}: {r.stderr.strip()}")
+    for m in {*mounts, *([state.mounted_tracefs] if state.mounted_tracefs else [])}:
+        if not os.path.ismount(m):
+            try:
+                os.rmdir(m)  # our private mount point, empty once unmounted
+            except OSError:
+                pass
 
 
 def clean(prefix: str | None = None) -> CleanReport:
@@ -137,12 +177,19 @@ def clean(prefix: str | None = None) -> CleanReport:
         if prefix is not None and state.prefix != prefix or not PREFIX_RE.match(state.prefix):
             continue
         seen.add(state.prefix)
+        if owner_alive(state):
+            # Another lab is running right now: tearing it down under its feet would break it.
+            report.running.append(state.prefix)
+            if prefix is not None:
+                report.errors.append(f"{prefix} is still running (pid {state.owner_pid}); stop that run first")
+            continue
         teardown(state, report)
     if prefix is not None and prefix not in seen and PREFIX_RE.match(prefix):
         # A run killed before its journal was written: its namespaces still carry the prefix.
         for ns in list_netns():
             if ns.startswith(prefix + "-"):
                 delete_netns(ns, report)
+        remove_tracefs_instance(LabState(prefix), report)
         report.prefixes.append(prefix)
     return report
 

@@ -69,7 +69,8 @@ class Vxlan:
     port: int
     local: str
     remote: str | None
-    dev: str
+    dev: str | None
+    """The underlay device; None leaves the VXLAN unbound, so the kernel does not cap its MTU."""
     udpcsum: bool = False
     df: str = "unset"  # "set" | "unset" | "inherit" (ip-link(8))
     mtu: int | None = None
@@ -180,6 +181,17 @@ def build_commands(t: Topology, prefix: str) -> list[list[str]]:
             cmds.append(["ip", "-n", n(v.b_ns), "link", "set", v.b, "mtu", str(v.mtu)])
         cmds.append(["ip", "-n", n(v.a_ns), "link", "set", v.a, "up"])
         cmds.append(["ip", "-n", n(v.b_ns), "link", "set", v.b, "up"])
+    # VXLAN devices right after the veths: bridges may enslave them and addresses go on them.
+    for x in t.vxlans:
+        cmd = ["ip", "-n", n(x.ns), "link", "add", x.name, "type", "vxlan", "id", str(x.vni), "dstport", str(x.port),
+               "local", x.local, *(["dev", x.dev] if x.dev else []), "udpcsum" if x.udpcsum else "noudpcsum",
+               "df", x.df]  # fmt: skip
+        if x.remote:
+            cmd += ["remote", x.remote]
+        cmds.append(cmd)
+        if x.mtu:
+            cmds.append(["ip", "-n", n(x.ns), "link", "set", x.name, "mtu", str(x.mtu)])
+        cmds.append(["ip", "-n", n(x.ns), "link", "set", x.name, "up"])
     for b in t.bridges:
         cmds.append(["ip", "-n", n(b.ns), "link", "add", b.name, "type", "bridge"])
         if b.mtu:
@@ -192,15 +204,6 @@ def build_commands(t: Topology, prefix: str) -> list[list[str]]:
     for a in t.addresses:
         extra = ["nodad"] if ":" in a.cidr else []
         cmds.append(["ip", "-n", n(a.ns), "addr", "add", a.cidr, "dev", a.dev, *extra])
-    for x in t.vxlans:
-        cmd = ["ip", "-n", n(x.ns), "link", "add", x.name, "type", "vxlan", "id", str(x.vni), "dstport", str(x.port),
-               "local", x.local, "dev", x.dev, "udpcsum" if x.udpcsum else "noudpcsum", "df", x.df]  # fmt: skip
-        if x.remote:
-            cmd += ["remote", x.remote]
-        cmds.append(cmd)
-        if x.mtu:
-            cmds.append(["ip", "-n", n(x.ns), "link", "set", x.name, "mtu", str(x.mtu)])
-        cmds.append(["ip", "-n", n(x.ns), "link", "set", x.name, "up"])
     for s in t.sysctls:
         cmds.append(["ip", "netns", "exec", n(s.ns), "sysctl", "-qw", f"{s.key}={s.value}"])
     for f in t.features:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from badsum.lab.scenarios import ovs_userspace_veth
+from badsum.lab.scenarios import bad_wire, offload_matrix, ovs_userspace_veth, vxlan_double_snat, vxlan_mtu_df
 from badsum.lab.scenarios.base import Scenario
 
-SCENARIOS: tuple[Scenario, ...] = (ovs_userspace_veth.SCENARIO,)
+SCENARIOS: tuple[Scenario, ...] = (
+    ovs_userspace_veth.SCENARIO,
+    bad_wire.SCENARIO,
+    vxlan_mtu_df.SCENARIO,
+    vxlan_double_snat.SCENARIO,
+    offload_matrix.SCENARIO,
+)
 
 
 def find(name: str) -> Scenario | None:

@@ -33,6 +33,7 @@ class Scenario:
         result = ScenarioResult(self.name, self.title, fix_applied=False, symptom_observed=False)
         t0 = time.monotonic()
         with Lab(self.topology(), scenario=self.name, out=out, prefix=prefix, keep=keep) as lab:
+            result.prefix = lab.prefix
             tracer = DropTracer(f"badsum-{lab.prefix}")
             lab.state.tracefs_instance = None
             if tracer.start():
