@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from builders import pseudo4
 from conftest import need_tool
 from scapy.all import ARP, IP, TCP, UDP, VXLAN, Ether, IPv6, PcapNgReader, PcapNgWriter, Raw, wrpcap
 
@@ -46,19 +47,9 @@ LIBPCAP_MAX_CAPLEN = 262144  # libpcap/Wireshark's largest normal record (pcap-s
 # -- independent arithmetic (RFC 1071, RFC 793 pseudo-header) -------------------------------------
 
 
-def ones_sum(data: bytes) -> int:
-    """16-bit one's complement sum of big-endian words, odd byte padded (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+# The arithmetic comes from tests/builders.py (RFC 1071/793 written out apart from badsum's).
+pseudo_header_sum4 = pseudo4
 
-
-def pseudo_header_sum4(src: str, dst: str, proto: int, l4_length: int) -> int:
-    """What Linux leaves in the field for CHECKSUM_PARTIAL: the folded pseudo-header sum (RFC 793)."""
-    return ones_sum(socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, proto, l4_length))
 
 
 # -- captures built with scapy ------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from badsum.lab.runner import Background, CommandError, run, spawn, wait_for
+from badsum.lab.runner import Background, run, spawn, wait_for
 
 SCHEMA_PATHS = (Path("/usr/share/openvswitch/vswitch.ovsschema"),)
 
@@ -64,9 +64,3 @@ class PrivateOVS:
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()
-
-    def version(self) -> str:
-        try:
-            return run(["ovs-vswitchd", "--version"], timeout=5).stdout.splitlines()[0]
-        except (CommandError, IndexError):
-            return "unknown"

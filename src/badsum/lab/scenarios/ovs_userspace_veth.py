@@ -9,8 +9,6 @@ ICMP works because its checksum is always computed in software: "ping works, TCP
 
 from __future__ import annotations
 
-import subprocess
-
 from badsum.lab.lab import Lab
 from badsum.lab.result import ScenarioResult
 from badsum.lab.scenarios import checks
@@ -86,13 +84,6 @@ def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
                           "the pseudo-header sum alone and c2's kernel drops them (TcpInCsumErrors)")  # fmt: skip
     else:
         result.verdict = "not reproduced on this host: TCP works across the OVS userspace datapath"
-
-
-def ovs_version() -> str:
-    try:
-        return subprocess.run(["ovs-vswitchd", "--version"], capture_output=True, text=True, timeout=5).stdout.split("\n")[0]
-    except OSError:
-        return "unknown"
 
 
 SCENARIO = Scenario(
