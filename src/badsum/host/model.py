@@ -1,0 +1,236 @@
+"""The host snapshot: every fact the rules read, collected once, frozen, JSON round-trippable.
+
+`badsum doctor --save snap.json` writes it and `--from snap.json` reads it back, so a finding made
+on a production node can be reproduced anywhere, without root. A fact that could not be read is
+None with the reason in `errors`; it is never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+SCHEMA_VERSION = 1
+HOST_NS = "host"  # the id of the root (initial) network namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One ethtool feature (`ethtool --json -k`)."""
+
+    active: bool
+    """Whether it is on now."""
+    fixed: bool
+    """The driver does not allow changing it ("[fixed]")."""
+    requested: bool | None = None
+    """What was last asked for, if ethtool reports it."""
+
+
+@dataclass(frozen=True, slots=True)
+class VxlanInfo:
+    """VXLAN parameters (`ip -d -j link`)."""
+
+    vni: int
+    port: int
+    local: str | None
+    remote: str | None
+    lower: str | None
+    """The lower (underlay) device name, if bound to one."""
+    udpcsum: bool | None
+    df: str | None
+    """`set`, `unset` or `inherit` (None when the kernel does not report it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A network interface in one namespace."""
+
+    ifindex: int
+    name: str
+    kind: str
+    """`veth`, `bridge`, `vxlan`, `geneve`, `openvswitch`, `tun`, `device` (physical), ..."""
+    mtu: int
+    state: str
+    master: str | None = None
+    """Bridge (or OVS datapath) this link is a port of."""
+    peer_ifindex: int | None = None
+    """veth: the peer's ifindex in the peer's namespace."""
+    peer_ns: str | None = None
+    """veth: id of the namespace holding the peer (None when it could not be found)."""
+    peer_name: str | None = None
+    """veth: the peer's name."""
+    vxlan: VxlanInfo | None = None
+    driver: str | None = None
+    """`ethtool -i` driver (vmxnet3, virtio_net, veth, ...)."""
+    features: dict[str, Feature] | None = None
+    """ethtool features by their kernel names (`tx-checksum-ip-generic`, ...); None = unknown."""
+    addresses: tuple[str, ...] = ()
+    """Addresses in CIDR form."""
+
+    def feature_on(self, name: str) -> bool | None:
+        if self.features is None or name not in self.features:
+            return None
+        return self.features[name].active
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    dst: str
+    dev: str | None = None
+    via: str | None = None
+    mtu: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSample:
+    """Checksum-related counters (nstat names), sampled twice `interval_s` apart."""
+
+    first: dict[str, int]
+    second: dict[str, int]
+    interval_s: float
+
+    def rising(self) -> dict[str, int]:
+        return {k: self.second.get(k, 0) - v for k, v in self.first.items() if self.second.get(k, 0) > v}
+
+
+@dataclass(frozen=True, slots=True)
+class NatRules:
+    """NAT configuration as the kernel has it, both iptables backends and nftables."""
+
+    iptables_nat: tuple[str, ...] | None = None
+    """`iptables-save -t nat` lines (the active backend); None = could not read."""
+    iptables_mangle: tuple[str, ...] | None = None
+    nft_ruleset: str | None = None
+    """`nft list ruleset` text; None = could not read or nft missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    """A network namespace: named, held by a process, or the host's own."""
+
+    id: str
+    """Stable id: `host`, the netns name, or `pid:<pid>` for one only held by a process."""
+    inode: int
+    enter: str | None
+    """Path to enter it (`/run/netns/NAME`, `/proc/PID/ns/net`); None for the host namespace."""
+    names: tuple[str, ...] = ()
+    pid: int | None = None
+    command: str | None = None
+    container_id: str | None = None
+    links: tuple[Link, ...] = ()
+    routes: tuple[Route, ...] = ()
+    counters: CounterSample | None = None
+    nat: NatRules | None = None
+    sysctls: dict[str, str] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+
+    def link(self, name: str) -> Link | None:
+        return next((link for link in self.links if link.name == name), None)
+
+    def link_by_index(self, ifindex: int) -> Link | None:
+        return next((link for link in self.links if link.ifindex == ifindex), None)
+
+
+@dataclass(frozen=True, slots=True)
+class OVSPort:
+    name: str
+    bridge: str
+    type: str
+    """Interface type: `system` (AF_PACKET on a kernel device), `internal`, `tap`, `dpdk`, ..."""
+
+
+@dataclass(frozen=True, slots=True)
+class OVSBridge:
+    name: str
+    datapath_type: str
+    """`system` (kernel datapath) or `netdev` (userspace)."""
+    ports: tuple[OVSPort, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OVSInfo:
+    """One Open vSwitch instance (a system one, or a private one such as a badsum lab's)."""
+
+    running: bool | None
+    """None when it could not be told (ovs-vsctl missing)."""
+    db: str | None = None
+    """The OVSDB socket it was read from (`unix:/var/run/openvswitch/db.sock`, ...)."""
+    pid: int | None = None
+    """ovs-vswitchd's pid, when found among processes."""
+    version: str | None = None
+    bridges: tuple[OVSBridge, ...] = ()
+    other_config: dict[str, str] = field(default_factory=dict)
+    namespace: str = HOST_NS
+    """Where ovs-vswitchd's ports live (the namespace its database was reached from)."""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelInfo:
+    release: str
+    """`uname -r`, e.g. `6.18.44-fc-v595`, `3.10.0-514.el7.x86_64`."""
+    version: tuple[int, int, int]
+    """Upstream version parsed from the release."""
+    distro: str | None = None
+    """`el7`, `el8`, ... when the release names a distribution build."""
+    distro_build: int | None = None
+    """RHEL-style build number (`514` in `3.10.0-514.el7`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    """Everything doctor knows about one host at one time."""
+
+    taken_at: float
+    """Unix time the snapshot was taken (passed in by the caller)."""
+    hostname: str
+    kernel: KernelInfo
+    root: bool
+    """Whether the collector ran as root (without it, other namespaces are unknown)."""
+    namespaces: tuple[Namespace, ...]
+    ovs: tuple[OVSInfo, ...] = ()
+    """Every Open vSwitch instance found (ovs-vswitchd processes and the default socket)."""
+    tools: dict[str, str | None] = field(default_factory=dict)
+    """Versions of ip, ethtool, iptables, nft, ovs-vsctl (None = not installed)."""
+    errors: tuple[str, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+    def ns(self, ns_id: str) -> Namespace | None:
+        return next((n for n in self.namespaces if n.id == ns_id), None)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> HostSnapshot:
+        raw = json.loads(text)
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"snapshot schema {raw.get('schema_version')!r}, this badsum reads {SCHEMA_VERSION}")
+        return _build(cls, raw)
+
+
+def _build(tp: Any, value: Any) -> Any:
+    """Rebuild frozen dataclasses (and their tuples/dicts) from asdict() output."""
+    if value is None:
+        return None
+    origin = get_origin(tp)
+    if origin is None and is_dataclass(tp):
+        hints = get_type_hints(tp)
+        return tp(**{f.name: _build(hints[f.name], value[f.name]) for f in fields(tp) if f.name in value})
+    if origin is tuple:
+        (inner, *_rest) = get_args(tp)
+        return tuple(_build(inner, v) for v in value)
+    if origin is dict:
+        _, inner = get_args(tp)
+        return {k: _build(inner, v) for k, v in value.items()}
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if args and (origin is not None):  # Optional[X] / X | None
+        for a in args:
+            if is_dataclass(a) or get_origin(a) in (tuple, dict):
+                return _build(a, value)
+        if tuple in [get_origin(a) for a in args]:
+            return tuple(value)
+    if tp is tuple or isinstance(value, list):
+        return tuple(value)
+    return value
