@@ -322,6 +322,30 @@ def score_flagger(flagged: set, truth_rows: list) -> dict:
     }
 
 
+def parse_badsum_summary(path: str) -> dict[tuple[str, int, str], int]:
+    """(layer, depth, status) -> count of non-ok checksums from the --json envelope."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {(c["layer"], c["depth"], c["status"]): c["count"] for c in doc["data"]["checksums"]
+            if c["status"] not in ("ok", "zero-allowed")}  # fmt: skip
+
+
+def score_counts(counts: dict, truth_rows: list) -> dict:
+    """Scored by counts per (layer, depth, status): the summary carries no per-frame records."""
+    want: dict[tuple[str, int, str], int] = {}
+    for _frame, layer, depth, status in truth_rows:
+        if status != "zero-allowed":
+            want[(layer, depth, status)] = want.get((layer, depth, status), 0) + 1
+    keys = set(want) | set(counts)
+    fn = sum(max(0, want.get(k, 0) - counts.get(k, 0)) for k in keys)
+    fp = sum(max(0, counts.get(k, 0) - want.get(k, 0)) for k in keys)
+    return {"false_negatives": fn, "false_positives": fp, "flagged": sum(counts.values()), "expected": sum(want.values()),
+            "scored_by": "counts per layer, depth and status"}  # fmt: skip
+
+
 def score_badsum(got: set, zero: int, truth_rows: list) -> dict:
     want = {r for r in truth_rows if r[3] != "zero-allowed"}
     fn, fp = want - got, got - want
@@ -475,6 +499,21 @@ def main(argv=None) -> int:
                 pass
 
     if badsum is not None:
+        # The main job: `badsum pcap` with its summary (--json, so it can be scored by counts).
+        argv_s = badsum + ["pcap", "--json"]
+        if args.jobs is not None:
+            argv_s += ["--jobs", str(args.jobs)]
+        argv_s.append(badsum_input)
+        out = os.path.join(args.workdir, "badsum.json")
+        warm(badsum_input)
+        print("running: " + shlex.join(argv_s), file=sys.stderr)
+        res = finish(run_tool("badsum", argv_s, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
+        counts = parse_badsum_summary(out)
+        scorers.append((res, lambda truth, counts=counts: score_counts(counts, truth)))
+        res["version"] = tool_version(badsum + ["--version"])
+        rows.append(res)
+        cleanup(out)
+
         argv_b = badsum + ["pcap", "--jsonl"]
         if args.jobs is not None:
             argv_b += ["--jobs", str(args.jobs)]
@@ -483,7 +522,7 @@ def main(argv=None) -> int:
         warm(badsum_input)
         print("running: " + shlex.join(argv_b), file=sys.stderr)
         # badsum exits 1 when it finds bad checksums, which this capture has.
-        res = finish(run_tool("badsum", argv_b, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
+        res = finish(run_tool("badsum --jsonl", argv_b, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
         got, zero, junk = parse_badsum_jsonl(out)
         scorers.append((res, lambda truth, got=got, zero=zero: score_badsum(got, zero, truth)))
         res["unparsable_lines"] = junk
