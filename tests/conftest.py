@@ -1,29 +1,15 @@
-"""Shared fixtures: where the external corpus is, and which real tools are present."""
+"""Shared fixtures. Helpers live in tests/support.py (`from support import ...`)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-CORPUS = Path(os.environ.get("BADSUM_CORPUS", REPO.parent / "shared" / "captures")).resolve()
-
-
-def corpus_files() -> list[Path]:
-    if not CORPUS.is_dir():
-        return []
-    return sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
-
-
-def own_captures() -> list[Path]:
-    """Captures shipped with the repo (made by the real kernel in tests/data)."""
-    return sorted(p for p in (REPO / "tests" / "data").iterdir() if p.suffix in (".pcap", ".pcapng"))
+from support import CORPUS  # noqa: E402
 
 
 @pytest.fixture
@@ -31,15 +17,3 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"../shared/captures not found at {CORPUS}: the external corpus tests need it")
     return CORPUS
-
-
-def need_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (apt-get install {name}); .ci/run installs it")
-    return path
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces); CI runs the suite as root")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from builders import pseudo4
-from conftest import need_tool
+from support import need_tool
 from scapy.all import ARP, IP, TCP, UDP, VXLAN, Ether, IPv6, PcapNgReader, PcapNgWriter, Raw, wrpcap
 
 from badsum.cli.main import build_parser, main

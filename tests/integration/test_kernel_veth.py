@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from conftest import need_root, need_tool
+from support import need_root, need_tool
 from netns import (
     SESSION_PREFIX,
     STARTED,

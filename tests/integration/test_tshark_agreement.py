@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from builders import write_zoo
-from conftest import corpus_files, need_tool, own_captures
+from support import corpus_files, need_tool, own_captures
 
 from badsum.capture import open_capture
 from badsum.checksum.detailed import DetailedJudge

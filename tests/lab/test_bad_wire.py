@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import need_root, need_tool
+from support import need_root, need_tool
 
 from badsum.lab.result import ScenarioResult
 

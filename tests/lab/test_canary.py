@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import need_root, need_tool, netns_names
+from support import need_root, need_tool
+from labkit import netns_names
 
 from badsum.cli.canary import render
 from badsum.cli.main import main

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Inventory, need_root, need_tool, netns_names
+from support import need_root, need_tool
+from labkit import Inventory, netns_names
 
 from badsum.cli.main import main
 from badsum.lab import evidence

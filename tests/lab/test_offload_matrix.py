@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import need_root, need_tool, netns_names
+from support import need_root, need_tool
+from labkit import netns_names
 from scapy.all import IP, TCP, UDP, PcapNgReader, PcapReader, checksum, in4_pseudoheader
 
 from badsum.lab import matrix

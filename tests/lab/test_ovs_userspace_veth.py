@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import inventory, need_root, need_tool, netns_names
+from support import need_root, need_tool
+from labkit import inventory, netns_names
 
 from badsum.lab import state as lab_state
 from badsum.lab.lab import Lab

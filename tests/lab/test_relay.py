@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import need_root, need_tool
+from support import need_root, need_tool
 
 pytest.importorskip("scapy")
 from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw

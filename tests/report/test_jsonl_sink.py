@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import write_zoo
-from conftest import corpus_files
+from support import corpus_files
 
 from badsum.capture import open_capture
 from badsum.report.sinks import JsonLinesSink

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import write_zoo
-from conftest import corpus_files, own_captures
+from support import corpus_files, own_captures
 
 from badsum.capture import open_capture
 from badsum.scan.pipeline import ScanConfig, Scanner

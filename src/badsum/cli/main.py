@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from badsum import __version__
-from badsum.cli import canary, lab, pcap
+from badsum.cli import canary, doctor, lab, pcap
+from badsum.cli import fix
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -22,7 +23,7 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
 #: Every command, in the order `--help` lists them. Each module has `register(subparsers)`.
-COMMANDS = (pcap, lab, canary)
+COMMANDS = (pcap, lab, canary, fix, doctor)
 
 EPILOG = """\
 exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
@@ -32,6 +33,7 @@ examples:
   badsum pcap capture.pcapng
   sudo badsum lab run ovs-userspace-veth
   sudo badsum canary
+  sudo badsum doctor
 """
 
 

@@ -103,6 +103,12 @@ class NatRules:
     iptables_mangle: tuple[str, ...] | None = None
     nft_ruleset: str | None = None
     """`nft list ruleset` text; None = could not read or nft missing."""
+    iptables_backend: str | None = None
+    """The backend `iptables-save` uses: `nf_tables` or `legacy` (None = unknown)."""
+    iptables_legacy_nat: tuple[str, ...] | None = None
+    """`iptables-legacy-save` nat lines when legacy is not the active backend (rules left behind by,
+    or still written by, a kube-proxy/Docker using the other backend); None = not read."""
+    iptables_legacy_mangle: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

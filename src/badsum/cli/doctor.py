@@ -1,0 +1,282 @@
+"""`badsum doctor`: snapshot the host (every network namespace), evaluate the known-issue rules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from badsum.report.envelope import Envelope
+from badsum.rules.engine import evaluate, load_rules, notes, problems, resolve_namespaces
+from badsum.rules.model import Finding, Outcome
+
+HELP = "snapshot this host's namespaces and check them against the known checksum and MTU issues"
+EXAMPLES = """\
+examples:
+  sudo badsum doctor                       # every namespace; the problems first, with the fix
+  sudo badsum doctor --namespace web1 -v   # one namespace, also what passed or could not be checked
+  sudo badsum doctor --save node1.json     # ... and keep the snapshot
+  badsum doctor --from node1.json --json   # the same findings anywhere, without root
+
+exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage,
+            3 could not inspect (not root, unreadable snapshot, unknown namespace, --save failed)
+"""
+OUTCOME_WORD = {Outcome.FAIL: "FAIL", Outcome.WARN: "WARN", Outcome.PASS: "PASS", Outcome.SKIP: "SKIP",
+                Outcome.UNKNOWN: "UNKNOWN"}  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
+    p.add_argument("--save", metavar="FILE", help="also write the host snapshot to FILE (JSON), for --from")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="evaluate a saved snapshot instead of this host (no root needed; - reads stdin)")
+    p.add_argument("--namespace", "-n", metavar="NS", action="append", default=[],
+                   help="only this namespace (id, netns name, or pid:PID; host is the root one); repeatable")
+    p.add_argument("--interval", metavar="SECONDS", type=_interval, default=1.0,
+                   help="time between the two samples of the checksum counters (default 1; live only)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list what passed, did not apply, or could not be evaluated")
+    p.set_defaults(run=run)
+
+
+def _interval(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v <= 60:
+        raise argparse.ArgumentTypeError("--interval takes more than 0 and at most 60 seconds")
+    return v
+
+
+def _say(message: str) -> None:
+    print(f"badsum: {message}", file=sys.stderr, flush=True)
+
+
+class CannotInspect(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class DoctorResult:
+    """What one run found: the snapshot's identity, the findings and what could not be inspected."""
+
+    snapshot: Any
+    source: str
+    findings: list[Finding]
+    scope: list[str]
+    errors: list[dict[str, str]] = field(default_factory=list)
+    fatal: bool = False
+    saved: str | None = None
+
+    @property
+    def problems(self) -> list[Finding]:
+        return problems(self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.fatal else 1 if self.problems else 0
+
+    def counts(self) -> dict[str, int]:
+        out = {o.value: 0 for o in Outcome}
+        for f in self.findings:
+            out[f.outcome.value] += 1
+        return out
+
+    def as_data(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {
+            "source": self.source,
+            "host": s.hostname,
+            "kernel": s.kernel.release,
+            "taken_at": s.taken_at,
+            "root": s.root,
+            "namespaces": self.scope,
+            "rules": len(load_rules()),
+            "counts": self.counts(),
+            "findings": [f.as_dict() for f in self.problems],
+            "outcomes": [f.as_dict() for f in self.findings if f.outcome not in (Outcome.FAIL, Outcome.WARN)],
+            "saved": self.saved,
+        }
+
+
+def read_snapshot(path: str) -> Any:
+    """A saved snapshot; CannotInspect with one clear line when it cannot be read or is not one."""
+    from badsum.host.model import HostSnapshot
+
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CannotInspect("snapshot.unreadable", f"cannot read {path}: {why}") from None
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise CannotInspect("snapshot.not_json", f"{path} is not JSON ({e}); --from takes a file written by --save") from None
+    if not isinstance(raw, dict) or "kernel" not in raw or "namespaces" not in raw:
+        raise CannotInspect("snapshot.not_a_snapshot", f"{path} is not a badsum host snapshot (no kernel and namespaces)")
+    try:
+        return HostSnapshot.from_json(text)
+    except ValueError as e:  # another schema_version
+        raise CannotInspect("snapshot.schema", f"{path}: {e}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CannotInspect("snapshot.not_a_snapshot", f"{path} is not a badsum host snapshot this version reads "
+                                                       f"({type(e).__name__}: {e})") from None  # fmt: skip
+
+
+def collect(interval: float) -> Any:
+    try:
+        from badsum.host.collect import collect_snapshot
+    except ImportError as e:
+        raise CannotInspect("doctor.no_collector", f"live inspection is not available ({e}); use --from FILE") from None
+    # Every namespace is read even with --namespace: a veth's peer, the bridge or the Open vSwitch
+    # instance behind a namespace live in others, and without them its rules could not be evaluated.
+    # --namespace scopes the findings (engine.evaluate), not the facts.
+    try:
+        return collect_snapshot(time.time(), counter_interval=interval, namespaces=None)
+    except PermissionError as e:
+        raise CannotInspect("doctor.not_root", f"cannot inspect this host: {e.strerror or e}; run `sudo badsum doctor`") from None
+    except (OSError, RuntimeError, ValueError, TimeoutError) as e:
+        raise CannotInspect("doctor.cannot_inspect", f"cannot inspect this host: {e}") from None
+
+
+def save(snapshot: Any, path: str) -> None:
+    """Write atomically: a crash leaves the old file (or none), never half a snapshot."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.part")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(snapshot.to_json())
+            fh.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise CannotInspect("snapshot.cannot_save", f"cannot write {path}: {e.strerror or e}") from None
+
+
+def diagnose(args: argparse.Namespace) -> DoctorResult:
+    snapshot = read_snapshot(args.from_file) if args.from_file else collect(args.interval)
+    scope_ids: set[str] | None = None
+    errors = [{"code": code, "message": msg} for code, msg in notes(snapshot)]
+    fatal = not snapshot.root
+    if args.namespace:
+        scope_ids, missing = resolve_namespaces(snapshot, args.namespace)
+        for name in missing:
+            errors.append({"code": "namespace.not_found", "message": f"namespace {name!r} is not in the snapshot "
+                           f"(it has: {', '.join(ns.id for ns in snapshot.namespaces)})"})  # fmt: skip
+            fatal = True
+    findings = evaluate(snapshot, namespaces=scope_ids)
+    scope = [ns.id for ns in snapshot.namespaces if scope_ids is None or ns.id in scope_ids]
+    result = DoctorResult(snapshot, args.from_file or "live", findings, scope, errors, fatal)
+    if args.save:
+        try:
+            save(snapshot, args.save)
+            result.saved = args.save
+        except CannotInspect as e:
+            result.errors.append({"code": e.code, "message": str(e)})
+            result.fatal = True
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = diagnose(args)
+    except CannotInspect as e:
+        if args.json:
+            data: dict[str, Any] = {"source": args.from_file or "live", "findings": []}
+            print(Envelope("doctor", "error", data, [{"code": e.code, "message": str(e)}]).to_json())
+        _say(str(e))
+        return 3
+    code = result.exit_code
+    if args.json:
+        status = {0: "ok", 1: "findings", 3: "error"}[code]
+        print(Envelope("doctor", status, result.as_data(), result.errors).to_json())
+    else:
+        print(render_text(result, verbose=args.verbose), end="")
+        for err in result.errors:
+            if err["code"] in ("namespace.not_found", "snapshot.cannot_save"):
+                _say(err["message"])
+    return code
+
+
+# -- text -------------------------------------------------------------------------------------
+
+
+def _when(taken_at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(taken_at))
+
+
+def _objects(f: Finding) -> str:
+    return ", ".join(f"{o.ns if o.kind == 'namespace' else o} ({o.kind})" for o in f.objects) or "-"
+
+
+def _block(label: str, lines: list[str]) -> list[str]:
+    pad = " " * 16
+    return [f"  {label:<13} {lines[0]}"] + [pad + line for line in lines[1:]] if lines else []
+
+
+def render_finding(f: Finding) -> list[str]:
+    out = [f"{OUTCOME_WORD[f.outcome]:<5} {f.severity.label:<8} {f.rule}  {f.title}"]
+    out += _block("objects:", [_objects(f)])
+    out += _block("why:", [f.reason])
+    out += _block("evidence:", [f.evidence])
+    fixes: list[str] = []
+    for i, a in enumerate(f.fix):
+        fixes.append(a.command())
+        last = i + 1 == len(f.fix) or f.fix[i + 1].cost != a.cost
+        if a.cost and last:  # one cost line under the commands it belongs to
+            fixes.append(f"  # cost: {a.cost}")
+    out += _block("fix:", fixes or ["no single command: see the remediation below"])
+    out += _block("remediation:", [_remediation(f.rule)])
+    out += _block("references:", list(f.references))
+    return out
+
+
+def _remediation(rule_id: str) -> str:
+    return next((r.remediation for r in load_rules() if r.id == rule_id), "")
+
+
+def render_text(result: DoctorResult, verbose: bool = False) -> str:
+    s = result.snapshot
+    found = result.problems
+    counts = result.counts()
+    n_ns = len(result.scope)
+    context = f"kernel {s.kernel.release}, {n_ns} namespace{'s' if n_ns != 1 else ''}, {len(load_rules())} rules"
+    if found:
+        head = (f"badsum doctor: {len(found)} problem{'s' if len(found) != 1 else ''} on {s.hostname}: "
+                f"{counts['fail']} fail, {counts['warn']} warn ({context})")  # fmt: skip
+    else:
+        head = f"badsum doctor: nothing wrong found on {s.hostname} ({context})"
+    lines = [head]
+    if result.source != "live":
+        lines.append(f"snapshot: {result.source}, taken {_when(s.taken_at)}")
+    if result.fatal:
+        lines.append("incomplete: see the notes below; the exit code is 3")
+    lines += [f"note: {e['message']}" for e in result.errors]
+    for f in found:
+        lines.append("")
+        lines += render_finding(f)
+    rest = [f for f in result.findings if f not in found]
+    lines.append("")
+    tally = f"{counts['pass']} passed, {counts['skip']} did not apply, {counts['unknown']} could not be evaluated"
+    if verbose:
+        lines.append(f"other outcomes: {tally}")
+        for f in rest:
+            obj = _objects(f) if f.objects else "-"
+            lines.append(f"  {OUTCOME_WORD[f.outcome]:<7} {f.rule:<21} {obj}: {f.reason}")
+    else:
+        lines.append(f"{tally} (-v lists them)")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["diagnose", "read_snapshot", "register", "render_text", "run"]

@@ -1,0 +1,148 @@
+"""KB-003 and CFG-OVERLAY-MTU: a tunnel device's MTU plus its overhead against its underlay."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from badsum.rules.common import (
+    TUNNEL_KINDS,
+    Snap,
+    _is_ovs_vport,
+    _links,
+    _ref,
+    _skip,
+    finding,
+)
+from badsum.rules.kernels import KERNEL_FIXES, kernel_has
+from badsum.rules.model import Finding, FixAction, Outcome, Rule
+
+
+@dataclass(frozen=True, slots=True)
+class _Underlay:
+    ns: Snap
+    link: Snap
+    mtu: int
+    how: str
+
+
+def _flow_based(ns: Snap, link: Snap) -> str | None:
+    """Why a tunnel device's own MTU is not the overlay MTU, if it is not."""
+    if _is_ovs_vport(ns, link):
+        return f"{link.name} is an Open vSwitch datapath vport (its MTU is not the overlay's)"
+    vx = link.vxlan
+    if vx is not None and vx.vni == 0 and vx.remote is None and vx.lower is None:
+        return f"{link.name} is a flow-based (external) tunnel: the MTU is set per route or flow"
+    return None
+
+
+def _route_dev(ns: Snap, dest: str | None) -> tuple[str | None, int | None, str]:
+    """The device (and route MTU) the namespace would use to reach `dest` (the default route if None).
+
+    Routes hold both families; a `default` route's family comes from its gateway (any, without one).
+    """
+    best: tuple[int, Snap] | None = None
+    target = None
+    if dest:
+        try:
+            target = ipaddress.ip_address(dest)
+        except ValueError:
+            target = None
+    want = target.version if target is not None else 4
+    for route in ns.routes:
+        if route.dev is None:
+            continue
+        if route.dst == "default":
+            family = 6 if route.via and ":" in route.via else 4 if route.via else want
+            if family != want:
+                continue
+            prefix = 0
+        else:
+            try:
+                net = ipaddress.ip_network(route.dst, strict=False)
+            except ValueError:
+                continue
+            if net.version != want or (target is None and net.prefixlen != 0) or (target is not None and target not in net):
+                continue
+            prefix = net.prefixlen
+        if best is None or prefix > best[0]:
+            best = (prefix, route)
+    if best is None:
+        return None, None, ""
+    route = best[1]
+    return route.dev, route.mtu, f" (route to {dest or 'default'} via {route.dev})"
+
+
+def _underlay(snap: Snap, ns: Snap, link: Snap) -> _Underlay | None:
+    vx = link.vxlan
+    name: str | None = vx.lower if vx is not None and vx.lower else None
+    route_mtu: int | None = None
+    how = ""
+    if name is None:
+        name, route_mtu, how = _route_dev(ns, vx.remote if vx is not None else None)
+    lower = ns.link(name) if name else None
+    if lower is None or lower is link:
+        return None
+    mtu = min(lower.mtu, route_mtu) if route_mtu else lower.mtu
+    if route_mtu and route_mtu < lower.mtu:
+        how += f", route MTU {route_mtu}"
+    return _Underlay(ns, lower, mtu, how)
+
+
+def _overhead(link: Snap) -> tuple[int, str]:
+    vx = link.vxlan
+    if link.kind == "geneve":
+        return 50, "Geneve over IPv4 (50 is the minimum: options add more)"
+    v6 = vx is not None and any(a and ":" in a for a in (vx.local, vx.remote))
+    return (70, "VXLAN over IPv6") if v6 else (50, "VXLAN over IPv4")
+
+
+def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
+    """Overlay MTU + encapsulation > underlay MTU; KB-003 takes the tunnels with DF set."""
+    out = []
+    enforced, kernel_how = kernel_has(snap.kernel, KERNEL_FIXES["KB-003"])
+    for ns, link in _links(snap, TUNNEL_KINDS):
+        obj = _ref(ns, link)
+        df = link.vxlan.df if link.vxlan is not None else None
+        if (df == "set") != df_wanted:
+            continue
+        why = _flow_based(ns, link)
+        if why:
+            out.append(finding(rule, Outcome.PASS, [obj], why))
+            continue
+        under = _underlay(snap, ns, link)
+        if under is None:
+            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the underlay device of {obj} could not be told (no lower device, no route)"))
+            continue
+        overhead, encap = _overhead(link)
+        needed = link.mtu + overhead
+        lower_obj = _ref(under.ns, under.link)
+        if needed <= under.mtu:
+            out.append(finding(rule, Outcome.PASS, [obj, lower_obj],
+                               f"MTU {link.mtu} + {overhead} = {needed} fits {lower_obj} MTU {under.mtu}"))  # fmt: skip
+            continue
+        max_mtu = under.mtu - overhead
+        facts = {"ns": ns.id, "name": link.name, "kind": link.kind, "mtu": link.mtu, "overhead": overhead,
+                 "encap": encap, "needed": needed, "lower_ns": under.ns.id, "lower": under.link.name,
+                 "lower_mtu": under.mtu, "lower_how": under.how, "max_mtu": max_mtu, "df": df or "not reported",
+                 "kernel_how": kernel_how}  # fmt: skip
+        fix = [FixAction("mtu", ns.id, ns.enter, link.name, "mtu", str(max_mtu),
+                         "every path over this overlay gets the smaller MTU; containers or pods with their own MTU "
+                         "(CNI configuration) need the same change")]  # fmt: skip
+        outcome = Outcome.FAIL
+        reason = "full-size packets do not fit the underlay once encapsulated"
+        if df_wanted and enforced is False:
+            outcome = Outcome.WARN
+            reason = "this kernel still fragments DF tunnel packets locally; kernels from 3.13 (el7 3.10.0-150) drop them"
+        out.append(finding(rule, outcome, [obj, lower_obj], reason, facts, fix))
+    if not out:
+        return _skip(rule, "no VXLAN or Geneve tunnel with DF set" if df_wanted else "no VXLAN or Geneve tunnel without DF set")
+    return out
+
+
+def df_tunnel_underlay(snap: Snap, rule: Rule) -> list[Finding]:
+    return _tunnel_mtu(snap, rule, df_wanted=True)
+
+
+def overlay_mtu(snap: Snap, rule: Rule) -> list[Finding]:
+    return _tunnel_mtu(snap, rule, df_wanted=False)

@@ -1,0 +1,306 @@
+"""Checks in detail: kernel version logic, iptables parsing, the exact fix commands, the engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from rule_fixtures import KUBE_AFTER, KUBE_BEFORE, counters, host, kernel, netns, nic, snapshot, veth, vxlan
+
+from badsum.host.model import HOST_NS, HostSnapshot
+from badsum.rules import checks as C
+from badsum.rules import evaluate, load_rules, problems
+from badsum.rules.engine import CatalogueError, catalogue_text, load_entries, resolve_namespaces, sort_findings
+from badsum.rules.model import Finding, ObjectRef, Outcome, Severity
+from badsum.rules.reference import render
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RULES = {r.id: r for r in load_rules()}
+
+
+def fixture(rule_id: str, name: str) -> HostSnapshot:
+    return HostSnapshot.from_json((FIXTURES / rule_id / f"{name}.json").read_text())
+
+
+# -- kernel versions ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("release", "rule", "has"), [
+    ("3.10.0-327.el7.x86_64", "KB-001", False),
+    ("3.10.0-352.el7.x86_64", "KB-001", True),
+    ("3.10.0-514.21.1.el7.x86_64", "KB-001", True),
+    ("4.4.0", "KB-001", True),
+    ("4.3.3", "KB-001", False),
+    ("4.18.0-240.el8.x86_64", "KB-001", True),  # el8 is based on 4.18 >= 4.4
+    ("2.6.32-754.el6.x86_64", "KB-001", None),  # an el6 backport is not known either way
+    ("5.7.0", "KB-004", True),
+    ("5.6.12", "KB-004", False),
+    ("5.6.13", "KB-004", True),
+    ("5.4.40", "KB-004", False),
+    ("5.4.41", "KB-004", True),
+    ("4.19.123", "KB-004", True),
+    ("4.14.180", "KB-004", False),
+    ("5.5.19", "KB-004", False),  # no fixed 5.5.y
+    ("5.4.0-26-generic", "KB-004", False),  # Ubuntu ABI 26 < 32
+    ("5.4.0-32-generic", "KB-004", True),
+    ("4.15.0-107-generic", "KB-004", True),
+    ("4.19.0-16-amd64", "KB-004", None),  # Debian: the stable sublevel is not in the release
+    ("3.10.0-1160.el7.x86_64", "KB-004", None),  # RHEL 7 backport unverified
+    ("3.10.0-123.el7.x86_64", "KB-002", False),
+    ("3.10.0-229.el7.x86_64", "KB-002", True),
+])  # fmt: skip
+def test_kernel_has(release: str, rule: str, has: bool | None) -> None:
+    got, how = C.kernel_has(kernel(release), C.KERNEL_FIXES[rule])
+    assert got is has, how
+    assert release in how and C.KERNEL_FIXES[rule].commit in how
+
+
+# -- KB-004: the nat table ---------------------------------------------------------------------
+
+
+def test_kube_proxy_before_92035_is_unguarded() -> None:
+    (m,) = C.unguarded_masquerades(KUBE_BEFORE)
+    assert (m.chain, m.position, m.mark) == ("KUBE-POSTROUTING", 1, 0x4000)
+
+
+@pytest.mark.parametrize("unmark", [
+    "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0",  # iptables-save's rendering of --xor-mark
+    "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+    "-A KUBE-POSTROUTING -j MARK --set-xmark 0x0/0x4000",
+    "-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j RETURN",
+])  # fmt: skip
+def test_an_earlier_unmark_or_return_guards_the_masquerade(unmark: str) -> None:
+    rules = list(KUBE_BEFORE)
+    rules.insert(rules.index(next(r for r in rules if "MASQUERADE" in r)), unmark)
+    assert C.unguarded_masquerades(rules) == []
+
+
+def test_other_chains_and_rules_do_not_count() -> None:
+    rules = [
+        "-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN",
+        "-A FLANNEL-POSTRTG -s 203.0.113.0/24 ! -d 224.0.0.0/4 -j MASQUERADE --random-fully",  # not mark-gated
+        "-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE",  # not --random-fully
+        "-A X -m mark ! --mark 0x4000/0x4000 -j MASQUERADE --random-fully",  # negated gate
+        "-A Y -j MARK --xor-mark 0x4000",
+        "-A Z -m mark --mark 0x4000/0x4000 -j MASQUERADE --random-fully",  # the unmark is in chain Y
+    ]
+    assert [(m.chain, m.position) for m in C.unguarded_masquerades(rules)] == [("Z", 1)]
+    assert C.unguarded_masquerades(KUBE_AFTER) == []
+
+
+def _apply(chain: list[str], argv: list[str]) -> list[str]:
+    """Apply `iptables -t nat -I/-R CHAIN N spec...` to a list of `-A CHAIN spec` lines (rule order kept)."""
+    import shlex
+
+    assert argv[:3] == ["iptables", "-t", "nat"]
+    op, name, pos, *spec = argv[3:]
+    line = shlex.join(["-A", name, *spec])
+    i = int(pos) - 1
+    if op == "-I":
+        chain.insert(i, line)
+    else:
+        assert op == "-R"
+        chain[i] = line
+    return chain
+
+
+def test_kb004_unmark_fix_turns_the_chain_into_the_92035_form() -> None:
+    snap = fixture("KB-004", "fire-kernel-4.19.100")
+    (f,) = problems(evaluate(snap, rules=[RULES["KB-004"]]))
+    unmark = [a for a in f.fix if a.kind == "iptables-rule"]
+    assert [a.target for a in unmark] == ["nat"] * 3 and all(a.enter is None and a.ns == HOST_NS for a in unmark)
+    chain = [r for r in KUBE_BEFORE if r.startswith("-A KUBE-POSTROUTING")]
+    for a in unmark:
+        chain = _apply(chain, a.argv())
+    import shlex
+
+    assert [shlex.split(r) for r in chain] == [shlex.split(r) for r in (
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        "-A KUBE-POSTROUTING -m comment --comment 'kubernetes service traffic requiring SNAT' -j MASQUERADE --random-fully",
+    )]  # kubernetes#92035, rule for rule
+    assert C.unguarded_masquerades(chain) == []
+    tx = [a for a in f.fix if a.kind == "ethtool-feature"]
+    assert [a.command() for a in tx] == ["ethtool -K flannel.1 tx-checksum-ip-generic off"]
+    assert f.fix[0].kind == "iptables-rule"  # the unmark rules come first, the ethtool fallback last
+
+
+def test_kb004_fix_in_a_node_namespace_enters_it() -> None:
+    (f,) = problems(evaluate(fixture("KB-004", "fire-node-namespace"), rules=[RULES["KB-004"]]))
+    assert {a.ns for a in f.fix} == {"node1"}
+    assert all(a.argv()[:3] == ["nsenter", "--net=/run/netns/node1", "--"] for a in f.fix)
+
+
+def test_kb004_unknown_when_iptables_is_missing() -> None:
+    snap = fixture("KB-004", "fire-kernel-4.19.100")
+    snap = dataclasses.replace(snap, tools={**snap.tools, "iptables": None})
+    snap = dataclasses.replace(snap, namespaces=tuple(dataclasses.replace(ns, nat=None) for ns in snap.namespaces))
+    (f,) = [f for f in evaluate(snap, rules=[RULES["KB-004"]]) if f.objects]
+    assert f.outcome is Outcome.UNKNOWN and "iptables is not installed" in f.reason
+
+
+# -- KB-005: the fix names the peer in the peer's namespace ------------------------------------
+
+
+def test_kb005_fix_names_the_peer_veth_in_its_namespace() -> None:
+    (f,) = problems(evaluate(fixture("KB-005", "fire-netdev-veth"), rules=[RULES["KB-005"]]))
+    (a,) = f.fix
+    assert (a.kind, a.ns, a.enter, a.target, a.setting, a.value) == (
+        "ethtool-feature", "bs1a2b3c-c1", "/run/netns/bs1a2b3c-c1", "eth0", "tx", "off")
+    assert a.argv() == ["nsenter", "--net=/run/netns/bs1a2b3c-c1", "--", "ethtool", "-K", "eth0", "tx", "off"]
+    assert a.cost == "also turns off TSO/GSO for that interface"
+    assert f.objects == (ObjectRef("bs1a2b3c-c1", "eth0", "veth"), ObjectRef("host", "c1-veth", "ovs-port"))
+    assert "bs1a2b3c-c1:eth0 has tx-checksum-ip-generic on" in f.evidence and "netdev bridge br0" in f.evidence
+
+
+def test_kb005_unknown_when_the_peer_features_are_missing() -> None:
+    snap = fixture("KB-005", "fire-netdev-veth")
+    nss = tuple(dataclasses.replace(ns, links=tuple(dataclasses.replace(link, features=None) for link in ns.links))
+                if ns.id != HOST_NS else ns for ns in snap.namespaces)  # fmt: skip
+    (f,) = [f for f in evaluate(dataclasses.replace(snap, namespaces=nss), rules=[RULES["KB-005"]]) if f.objects]
+    assert f.outcome is Outcome.UNKNOWN and "could not be read" in f.reason
+
+
+def test_kb005_unknown_when_the_peer_namespace_was_not_inspected() -> None:
+    snap = fixture("KB-005", "fire-netdev-veth")
+    snap = dataclasses.replace(snap, namespaces=tuple(ns for ns in snap.namespaces if ns.id == HOST_NS))
+    (f,) = [f for f in evaluate(snap, rules=[RULES["KB-005"]]) if f.objects]
+    assert f.outcome is Outcome.UNKNOWN and "not inspected" in f.reason
+
+
+# -- MTU ---------------------------------------------------------------------------------------
+
+
+def test_mtu_fix_and_evidence() -> None:
+    (f,) = problems(evaluate(fixture("CFG-OVERLAY-MTU", "fire-vxlan-1500"), rules=[RULES["CFG-OVERLAY-MTU"]]))
+    assert [a.argv() for a in f.fix] == [["ip", "link", "set", "dev", "vxlan0", "mtu", "1450"]]
+    assert "1500 + 50 bytes of VXLAN over IPv4 = 1550 > host:eth0 MTU 1500" in f.evidence
+    (g,) = problems(evaluate(fixture("CFG-OVERLAY-MTU", "fire-geneve-default-route"), rules=[RULES["CFG-OVERLAY-MTU"]]))
+    assert "minimum" in g.evidence
+
+
+def test_kb003_and_the_mtu_rule_do_not_report_the_same_tunnel() -> None:
+    for name in ("fire-openstack-1450", "quiet-df-unset"):
+        snap = fixture("KB-003", name)
+        hits = {f.rule for f in problems(evaluate(snap))}
+        assert len(hits & {"KB-003", "CFG-OVERLAY-MTU"}) == 1, (name, hits)
+
+
+# -- counters ----------------------------------------------------------------------------------
+
+
+def test_counter_finding_names_namespace_counter_and_delta() -> None:
+    (f,) = problems(evaluate(fixture("CSUM-COUNTERS-RISING", "fire-pod-tcp"), rules=[RULES["CSUM-COUNTERS-RISING"]]))
+    assert f.objects == (ObjectRef("pid:1234", "TcpInCsumErrors", "counter"),)
+    assert f.evidence == "in namespace pid:1234 (nginx: master process): TcpInCsumErrors +4 (10 -> 14) in 1 s."
+    assert f.facts["deltas"] == {"TcpInCsumErrors": 4}
+
+
+def test_counters_unknown_when_not_read() -> None:
+    snap = snapshot("6.12.10", host((nic(),), sample=counters()))
+    snap = dataclasses.replace(snap, namespaces=(dataclasses.replace(snap.namespaces[0], counters=None),))
+    outs = {f.rule: f.outcome for f in evaluate(snap, rules=[RULES["CSUM-COUNTERS-RISING"], RULES["CSUM-COUNTERS-PAST"]])}
+    assert outs == {"CSUM-COUNTERS-RISING": Outcome.UNKNOWN, "CSUM-COUNTERS-PAST": Outcome.SKIP}
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+
+def test_catalogue_is_complete_and_every_check_is_used_once() -> None:
+    entries = load_entries()
+    assert [e["id"] for e in entries] == list(RULES)
+    assert sorted(e["check"] for e in entries) == sorted(C.CHECKS)
+    assert {f"KB-{i:03d}" for i in range(1, 11)} <= set(RULES)
+    for r in load_rules():
+        assert r.runbook.meaning and r.runbook.impact and r.runbook.diagnosis and r.runbook.mitigation
+        assert r.references and r.remediation and r.applies_to
+        assert set(re.findall(r"\{(\w+)\}", r.evidence)), r.id
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.replace('check = "ufo_pmtu"', 'check = "nope"'), "no check named"),
+    (lambda t: t.replace('severity = "medium"', 'severity = "urgent"', 1), "unknown severity"),
+    (lambda t: t.replace('id = "KB-002"', 'id = "KB-001"'), "duplicate id"),
+    (lambda t: t.replace("[rule.runbook]\nmeaning", "[rule.runbook]\nmeanin", 1), "runbook.meaning"),
+])  # fmt: skip
+def test_catalogue_validation(change, message: str) -> None:
+    with pytest.raises(CatalogueError, match=message):
+        load_entries(change(catalogue_text()))
+
+
+def test_catalogue_is_package_data() -> None:
+    text = (REPO / "pyproject.toml").read_text()
+    assert "rules/catalogue.toml" in tomllib.loads(text)["tool"]["setuptools"]["package-data"]["badsum"]
+
+
+def test_a_check_that_raises_becomes_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(snap, rule):
+        raise KeyError("boom")
+
+    monkeypatch.setitem(C.CHECKS, "ufo_pmtu", broken)
+    (f,) = [f for f in evaluate(fixture("KB-002", "fire-virtio-el7.0")) if f.rule == "KB-002"]
+    assert f.outcome is Outcome.UNKNOWN and "KeyError" in f.reason
+
+
+def test_sort_most_severe_first_then_outcome() -> None:
+    def mk(rule: str, sev: Severity, out: Outcome) -> Finding:
+        return Finding(rule, rule, sev, out, (), "", "")
+
+    found = sort_findings([mk("A", Severity.LOW, Outcome.WARN), mk("B", Severity.HIGH, Outcome.PASS),
+                           mk("C", Severity.HIGH, Outcome.FAIL), mk("D", Severity.CRITICAL, Outcome.SKIP),
+                           mk("E", Severity.HIGH, Outcome.WARN)])  # fmt: skip
+    assert [f.rule for f in found] == ["D", "C", "E", "B", "A"]
+
+
+def test_namespace_scope() -> None:
+    two = snapshot("4.19.100",
+                   host((nic(), vxlan()), nat=KUBE_BEFORE),
+                   netns("web", 4026532900, (vxlan("vx0", 3, lower=None),), nat=KUBE_BEFORE))  # fmt: skip
+    ids, missing = resolve_namespaces(two, ["web", "nope"])
+    assert ids == {"web"} and missing == ["nope"]
+    scoped = problems(evaluate(two, namespaces={"web"}))
+    assert scoped and all(any(o.ns == "web" for o in f.objects) for f in scoped)
+    assert {o.ns for f in problems(evaluate(two)) for o in f.objects} == {"host", "web"}
+
+
+def test_resolve_by_pid_id_and_name() -> None:
+    snap = snapshot("6.1.110", host((nic(),)), netns("x", 1, (), pid=42), netns("named", 2, ()))
+    assert resolve_namespaces(snap, ["pid:42", "named", "host"]) == ({"pid:42", "named", "host"}, [])
+
+
+def test_veth_helper_links_both_ends() -> None:
+    snap = snapshot("6.1.110", host((veth("a", 10, "n", 2, "b"),)), netns("n", 5, (veth("b", 2, "host", 10, "a"),)))
+    ns, link = C._peer(snap, snap.ns("n").link("b"))
+    assert (ns.id, link.name) == ("host", "a")
+
+
+# -- the generated reference page --------------------------------------------------------------
+
+
+def test_docs_rules_md_is_current() -> None:
+    page = (REPO / "docs" / "rules.md").read_text()
+    assert page == render(), "docs/rules.md is stale: python -m badsum.rules.reference > docs/rules.md"
+
+
+def test_reference_lists_every_rule() -> None:
+    page = render()
+    for rid, rule in RULES.items():
+        assert f"## {rid}\n" in page and rule.title in page
+        assert all(ref.split("://")[-1] in page for ref in rule.references)
+
+
+def test_notes_group_namespace_errors() -> None:
+    from badsum.rules.engine import notes
+
+    gone = "not root: cannot enter this namespace"
+    snap = snapshot("6.1.110", host((nic(),)), *(netns(f"p{i}", i + 10, ()) for i in range(8)))
+    snap = dataclasses.replace(snap, root=False, errors=("not root: other namespaces cannot be entered",),
+                               namespaces=(snap.namespaces[0], *(dataclasses.replace(ns, errors=(gone,)) for ns in snap.namespaces[1:])))  # fmt: skip
+    assert notes(snap) == [
+        ("doctor.not_root", "not root: other namespaces cannot be entered; run `sudo badsum doctor`"),
+        ("namespace.error", f"namespaces p0, p1, p2, p3, p4 and 3 more: {gone}"),
+    ]
