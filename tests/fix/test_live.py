@@ -179,36 +179,49 @@ def test_kb003_vxlan_mtu_fix_apply_and_undo(tmp_path: Path) -> None:
     root_before = root_ns_state()
     journal = tmp_path / "journal.json"
     with lab_up(vxlan_mtu_df, "vxlan-mtu-df", tmp_path) as lab:
-        h1, h2 = lab.ns("h1"), lab.ns("h2")
-        mtus_before = {(ns, dev): link_mtu(ns, dev) for ns in (h1, h2) for dev in ("vxlan0", "br0", "eth0")}
+        h1, h2, c1, c2 = lab.ns("h1"), lab.ns("h2"), lab.ns("c1"), lab.ns("c2")
+        devices = [(h1, "vxlan0"), (h1, "br0"), (h1, "eth0"), (h1, "vethc1"), (c1, "eth0"),
+                   (h2, "vxlan0"), (h2, "br0"), (h2, "eth0"), (h2, "vethc2"), (c2, "eth0")]
+        mtus_before = {(ns, dev): link_mtu(ns, dev) for ns, dev in devices}
         assert mtus_before[(h1, "vxlan0")] == 1500 and mtus_before[(h1, "eth0")] == 1450
 
         found = findings(lab, "KB-003")
         assert {(o.ns, o.name) for f in found for o in f.objects} >= {(h1, "vxlan0"), (h2, "vxlan0")}
 
         actions = plan_only_inside(lab, "KB-003", journal)
+        # The tunnel, and the rest of its L2 domain: the bridge's veth port and the container behind it
+        # (a bridge drops frames larger than the tunnel's MTU without telling anyone).
         assert sorted(a["command"] for a in actions) == sorted(
-            f"nsenter --net=/run/netns/{ns} -- ip link set dev vxlan0 mtu 1400" for ns in (h1, h2))
+            f"nsenter --net=/run/netns/{ns} -- ip link set dev {dev} mtu 1400"
+            for ns, dev in [(h1, "vxlan0"), (h1, "vethc1"), (c1, "eth0"), (h2, "vxlan0"), (h2, "vethc2"), (c2, "eth0")])
 
         code, doc = badsum("fix", "KB-003", "--apply", "--json", "--journal", str(journal), *scope(lab))
         assert code == 0, doc
         assert {r["status"] for r in doc["data"]["recheck"]} == {"gone"}
-        assert link_mtu(h1, "vxlan0") == link_mtu(h2, "vxlan0") == 1400
+        assert link_mtu(h1, "vxlan0") == link_mtu(h2, "vxlan0") == link_mtu(c1, "eth0") == link_mtu(c2, "eth0") == 1400
         # Only what was named; the underlay keeps its MTU. The kernel lowers a bridge to its smallest
         # port by itself, and the journal records that too, so that undo can check it came back.
         assert all(link_mtu(ns, "eth0") == mtus_before[(ns, "eth0")] for ns in (h1, h2))
-        for e in json.loads(journal.read_text())["entries"]:
-            moved = {dev: mtus_before[(e["namespace"]["id"], dev)] for dev in ("br0",)
-                     if link_mtu(e["namespace"]["id"], dev) != mtus_before[(e["namespace"]["id"], dev)]}
-            assert e["before"].get("others", {}) == moved
+        # br0 follows its smallest port: the journal records that side effect once per namespace, on
+        # the change that caused it.
+        entries = json.loads(journal.read_text())["entries"]
+        for ns in (h1, h2):
+            recorded: dict = {}
+            for e in entries:
+                if e["namespace"]["id"] == ns:
+                    recorded.update(e["before"].get("others", {}))
+            assert recorded == {"br0": mtus_before[(ns, "br0")]} and link_mtu(ns, "br0") == 1400
         # A packet that fits the new MTU crosses the tunnel with DF set (1400 + 50 = the underlay's 1450).
         ping = lab.ping("h1", vxlan_mtu_df.H2, count=2, size=1400 - 28, df=True)
         assert ping["ok"], ping
+        # Full-size TCP between the containers now fits the tunnel end to end (hash checked).
+        tcp = lab.tcp_transfer("c1", "c2", vxlan_mtu_df.C2, port=9400, nbytes=300_000, timeout=5)
+        assert tcp["ok"], tcp
         assert findings(lab, "KB-003") == []
 
         code, doc = badsum("fix", "--undo", "--json", "--journal", str(journal))
         assert code == 0, doc
-        assert {(ns, dev): link_mtu(ns, dev) for ns in (h1, h2) for dev in ("vxlan0", "br0", "eth0")} == mtus_before
+        assert {(ns, dev): link_mtu(ns, dev) for ns, dev in devices} == mtus_before
     assert root_ns_state() == root_before
 
 

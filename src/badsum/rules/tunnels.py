@@ -10,6 +10,7 @@ from badsum.rules.common import (
     Snap,
     _is_ovs_vport,
     _links,
+    _peer,
     _ref,
     _skip,
     finding,
@@ -129,6 +130,7 @@ def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
         fix = [FixAction("mtu", ns.id, ns.enter, link.name, "mtu", str(max_mtu),
                          "every path over this overlay gets the smaller MTU; containers or pods with their own MTU "
                          "(CNI configuration) need the same change")]  # fmt: skip
+        fix += _bridged_path(snap, ns, link, max_mtu)
         outcome = Outcome.FAIL
         reason = "full-size packets do not fit the underlay once encapsulated"
         if df_wanted and enforced is False:
@@ -137,6 +139,27 @@ def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
         out.append(finding(rule, outcome, [obj, lower_obj], reason, facts, fix))
     if not out:
         return _skip(rule, "no VXLAN or Geneve tunnel with DF set" if df_wanted else "no VXLAN or Geneve tunnel without DF set")
+    return out
+
+
+def _bridged_path(snap: Snap, ns: Snap, link: Snap, mtu: int) -> list[FixAction]:
+    """A tunnel enslaved to a bridge shares its L2 domain with the bridge's veth ports and the
+    containers behind them. A bridge drops frames larger than an egress port's MTU without an
+    ICMP error, so lowering the tunnel alone leaves full-size container traffic black-holed: the
+    veth ports and their container-side peers need the same MTU (as the vxlan-mtu-df lab fixes it)."""
+    if not link.master:
+        return []
+    out = []
+    for port in ns.links:
+        if port.master != link.master or port.name == link.name or port.kind != "veth":
+            continue
+        if port.mtu > mtu:
+            out.append(FixAction("mtu", ns.id, ns.enter, port.name, "mtu", str(mtu), f"bridge port of {link.master}"))
+        peer = _peer(snap, port)
+        if peer is not None and peer[1].mtu > mtu:
+            pns, plink = peer
+            out.append(FixAction("mtu", pns.id, pns.enter, plink.name, "mtu", str(mtu),
+                                 "the container side: its applications then send packets that fit"))  # fmt: skip
     return out
 
 
