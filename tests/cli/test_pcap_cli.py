@@ -1013,3 +1013,13 @@ def test_progress_on_a_terminal_only_for_the_text_report(caps: dict[str, Path]) 
         code, seen = _stderr_on_a_pty("pcap", flag, caps["bad"])
         assert code == 1, flag
         assert seen == b"", (flag, seen[:200])
+
+
+def test_command_summaries_match_their_modules() -> None:
+    # main.py lists each command's summary so that a run imports only its own command's module.
+    import importlib
+
+    from badsum.cli.main import COMMANDS
+
+    for name, summary in COMMANDS.items():
+        assert importlib.import_module(f"badsum.cli.{name}").HELP == summary, name

@@ -7,13 +7,12 @@ Exit codes (docs/cli.md): 0 nothing wrong, 1 findings, 2 usage, 3 could not read
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from badsum import __version__
-from badsum.cli import canary, doctor, lab, pcap
-from badsum.cli import fix
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -22,8 +21,16 @@ EXIT_UNREADABLE = 3
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 
-#: Every command, in the order `--help` lists them. Each module has `register(subparsers)`.
-COMMANDS = (pcap, lab, canary, fix, doctor)
+#: Every command (module badsum.cli.NAME with `register(subparsers)` and `HELP`), in the order
+#: `--help` lists them, with its one-line summary. A run imports only the module of the command it
+#: runs: `badsum pcap` must not pay for the lab, doctor and fix machinery at start-up.
+COMMANDS: dict[str, str] = {
+    "pcap": "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)",
+    "lab": "reproduce known incidents on the real kernel in throwaway namespaces",
+    "canary": "test this host's datapaths and offload settings in throwaway namespaces (pass/fail)",
+    "fix": "plan (and with --apply make, journal and undo) the narrowest change for each finding",
+    "doctor": "snapshot this host's namespaces and check them against the known checksum and MTU issues",
+}
 
 EPILOG = """\
 exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
@@ -37,7 +44,8 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command is fully registered (the rest are summaries)."""
     parser = argparse.ArgumentParser(
         prog="badsum",
         description="Find where packets go bad in container and overlay networks, and why.",
@@ -47,13 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"badsum {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in COMMANDS:
-        module.register(sub)
+    for name, summary in COMMANDS.items():
+        if only is None or name == only:
+            importlib.import_module(f"badsum.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help/--version exit 0, usage errors exit 2
