@@ -282,7 +282,12 @@ def test_undo_after_the_namespace_is_gone_refuses_politely(tmp_path: Path) -> No
         assert r.returncode == 3
         assert f"namespace {lab.ns('h2')} (/run/netns/{lab.ns('h2')}) no longer exists" in r.stderr
         assert link_mtu(lab.ns("h1"), "vxlan0") == 1500  # the other entry was still restored
-        statuses = [e["status"] for e in json.loads(journal.read_text())["entries"]]
-        assert statuses == ["undone", "unrestorable"]
+        # h1's side (its tunnel, bridge port and container) is restored; h2's is gone, and so is c2's
+        # eth0 with it (its veth peer lived in h2).
+        entries = json.loads(journal.read_text())["entries"]
+        by_ns = {(e["namespace"]["id"], e["target"]): e["status"] for e in entries}
+        gone = {lab.ns("h2"), lab.ns("c2")}
+        assert by_ns and all(st == ("unrestorable" if ns in gone else "undone") for (ns, _), st in by_ns.items()), by_ns
+        assert {ns for ns, _ in by_ns} == {lab.ns(n) for n in ("h1", "c1", "h2", "c2")}
         r = subprocess.run([*BADSUM, "fix", "--undo", "--journal", str(journal)], capture_output=True, text=True, timeout=60, check=False)
         assert r.returncode == 0 and "nothing to undo" in r.stdout
