@@ -96,11 +96,15 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         try:
+            # A kept lab keeps its private Open vSwitch running (journaled: `lab clean` stops it by
+            # pid and start time), so that doctor and fix can be tried on the live topology.
+            daemons = {id(p) for o in self.ovs.values() for p in o.procs} if self.keep else set()
             for p in reversed(self.procs):
-                p.stop()
-            for o in self.ovs.values():
-                o.stop()
+                if id(p) not in daemons:
+                    p.stop()
             if not self.keep:
+                for o in self.ovs.values():
+                    o.stop()
                 teardown(self.state, CleanReport())
             else:
                 self.state.owner_pid = self.state.owner_starttime = None  # kept: `lab clean` may remove it
