@@ -19,8 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-import badsum.capture._framing as _framing
-from badsum.capture import _pcapng
+from badsum.capture import _framing, _pcapng
 from badsum.capture._stream import Chunks, mapped_chunks, open_source
 from badsum.capture.batch import Batch
 from badsum.capture.errors import CaptureError, CaptureOpenError

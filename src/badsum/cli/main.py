@@ -26,10 +26,12 @@ EXIT_BROKEN_PIPE = 141
 #: runs: `badsum pcap` must not pay for the lab, doctor and fix machinery at start-up.
 COMMANDS: dict[str, str] = {
     "pcap": "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)",
+    "capture": "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status",
+    "trace": "line up the same packet across capture points and name the first hop where it went bad",
+    "doctor": "snapshot this host's namespaces and check them against the known checksum and MTU issues",
+    "fix": "plan (and with --apply make, journal and undo) the narrowest change for each finding",
     "lab": "reproduce known incidents on the real kernel in throwaway namespaces",
     "canary": "test this host's datapaths and offload settings in throwaway namespaces (pass/fail)",
-    "fix": "plan (and with --apply make, journal and undo) the narrowest change for each finding",
-    "doctor": "snapshot this host's namespaces and check them against the known checksum and MTU issues",
 }
 
 EPILOG = """\
@@ -38,9 +40,10 @@ exit codes: 0 nothing wrong, 1 findings (bad checksums), 2 usage error,
 
 examples:
   badsum pcap capture.pcapng
+  sudo badsum doctor && sudo badsum fix
+  sudo badsum capture --auto web1 -d 10 -o caps/
+  badsum trace caps/c1:eth0.pcapng caps/host:c1-veth.pcapng caps/host:c2-veth.pcapng
   sudo badsum lab run ovs-userspace-veth
-  sudo badsum canary
-  sudo badsum doctor
 """
 
 

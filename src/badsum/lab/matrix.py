@@ -242,7 +242,7 @@ def run_cell(lab: Lab, cell: Cell, *, port: int, out: Path) -> CellResult:
     out.mkdir(parents=True, exist_ok=True)
     pcap = out / f"{tag}.pcapng"
     sniffer = _start(lab, f"sniff-{tag}", dp.point[0],
-                     ["-m", "badsum.lab.sniff", "--dev", dp.point[1], "--out", str(pcap), "--timeout", "30"])  # fmt: skip
+                     ["-m", "badsum.capture.live", "--dev", dp.point[1], "--out", str(pcap), "--timeout", "30", "--count", "10000"])  # fmt: skip
     try:
         tcp = lab.tcp_transfer(dp.sender, dp.receiver, C2, port=port, nbytes=TCP_BYTES, timeout=TCP_TIMEOUT)
     finally:

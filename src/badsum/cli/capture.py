@@ -1,0 +1,144 @@
+"""`badsum capture`: record at many points at once, keeping the kernel's per-packet checksum status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from badsum.report.envelope import Envelope
+
+HELP = "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status"
+EXAMPLES = """\
+examples:
+  sudo badsum capture --point c1:eth0 --point host:veth1a2b -d 10
+  sudo badsum capture --auto 4242 -f 'tcp port 443' -c 1000     # container by pid
+  sudo badsum capture --auto 198.51.100.7 --list                 # the points it would use
+  sudo badsum capture --auto web --single web.pcapng --json
+
+exit codes: 0 captured, 2 usage (unknown namespace or interface, a filter that does not compile),
+            3 could not capture (not root, a worker failed), 130 interrupted before capturing
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("capture", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = p.add_argument_group("where")
+    where.add_argument("--point", metavar="NS:IFNAME", action="append", default=[],
+                       help="capture here (host:IFNAME for the root namespace, pid:PID:IFNAME for a process's); repeatable")
+    where.add_argument("--auto", metavar="TARGET",
+                       help="follow a container's path (pid, namespace name or IP address) and capture at each point")
+    where.add_argument("--list", action="store_true", help="print the points and exit without capturing")
+    p.add_argument("-f", "--filter", metavar="EXPR", help="capture filter in tcpdump syntax (compiled with tcpdump -dd)")
+    p.add_argument("-s", "--snaplen", metavar="BYTES", type=_positive, default=262144,
+                   help="bytes kept per packet (default 262144)")
+    p.add_argument("-d", "--duration", metavar="SECONDS", type=_seconds, help="stop after this long")
+    p.add_argument("-c", "--count", metavar="N", type=_positive, help="stop each point after N packets")
+    p.add_argument("--max-bytes", metavar="N", type=_positive, help="stop each point after N captured bytes")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("-o", "--out", metavar="DIR", help="directory for one <label>.pcapng per point (default ./badsum-capture-TIME)")
+    out.add_argument("--single", metavar="FILE.pcapng", help="one pcapng with one interface per point instead")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
+    p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    p.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {v}")
+    return v
+
+
+def _say(message: str) -> None:
+    print(f"badsum: {message}", file=sys.stderr, flush=True)
+
+
+def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
+    if args.json:
+        print(Envelope("capture", "error", {}, [{"code": code, "message": message}]).to_json())
+    _say(message)
+    return exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    from badsum.capture.session import CaptureError, Limits, parse_point, run_session
+
+    if not args.point and not args.auto:
+        return _fail(args, "usage", "name the points: --point NS:IFNAME (repeatable) or --auto TARGET", 2)
+    if os.geteuid() != 0:
+        return _fail(args, "not_root", "capturing needs root (AF_PACKET sockets in other namespaces): run with sudo", 3)
+    try:
+        points = [parse_point(t) for t in args.point]
+        if args.auto:
+            points += _auto(args.auto)
+        points = list({p.label: p for p in points}.values())
+        if args.list:
+            return _print_points(args, points)
+        out_dir = None if args.single else (args.out or time.strftime("badsum-capture-%Y%m%d-%H%M%S"))
+        limits = Limits(snaplen=args.snaplen, duration=args.duration, count=args.count, bytes=args.max_bytes)
+        show = not args.json and not args.no_progress and sys.stderr.isatty()
+        session = run_session(points, out_dir=out_dir, single=args.single, filter_expr=args.filter, limits=limits,
+                              progress=_progress_line if show else None)  # fmt: skip
+    except CaptureError as e:
+        return _fail(args, e.code, str(e), 2 if e.usage else 3)
+    if show:
+        print(file=sys.stderr)
+    data = {"points": session.points, "files": sorted(set(session.files.values())), "stopped_by": session.stopped_by,
+            "seconds": session.seconds, "filter": args.filter, "snaplen": args.snaplen}  # fmt: skip
+    if args.json:
+        print(Envelope("capture", "ok", data).to_json())
+    else:
+        for pt in session.points:
+            print(f"{pt['point']}: {pt['packets']:,} packets, {pt['bytes']:,} bytes -> {pt['file']}")
+    return 0
+
+
+def _auto(target: str) -> list:
+    from badsum.capture.auto import auto_points
+    from badsum.host.collect import collect_snapshot
+
+    pid_inode = None
+    pid = target.removeprefix("pid:")
+    if pid.isdigit():
+        try:
+            pid_inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+        except OSError:
+            from badsum.capture.session import CaptureError
+
+            raise CaptureError(f"--auto {target}: no process {pid}", code="namespace.unknown", usage=True) from None
+    snap = collect_snapshot(time.time(), counter_interval=0.0)
+    return auto_points(snap, target, pid_inode=pid_inode)
+
+
+def _print_points(args: argparse.Namespace, points: list) -> int:
+    rows = [{"point": p.label, "namespace": p.ns, "interface": p.dev, "enter": p.enter, "why": p.why} for p in points]
+    if args.json:
+        print(Envelope("capture", "ok", {"points": rows}).to_json())
+    else:
+        for r in rows:
+            print(f"{r['point']}" + (f"  ({r['why']})" if r["why"] else ""))
+    return 0
+
+
+def _progress_line(counts: list[tuple[str, int, int]], elapsed: float) -> None:
+    total = sum(c[1] for c in counts)
+    parts = "  ".join(f"{label} {n:,}" for label, n, _ in counts)
+    line = f"capturing {elapsed:5.1f}s  {total:,} packets  {parts}"
+    width = os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 160
+    print("\r" + line[: width - 1].ljust(width - 1), end="", file=sys.stderr, flush=True)

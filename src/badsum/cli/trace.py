@@ -1,0 +1,182 @@
+"""`badsum trace`: line up the same packet across capture points and name the first bad hop."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from badsum.capture import CaptureOpenError, open_capture
+from badsum.checksum.detailed import DetailedJudge
+from badsum.report.envelope import Envelope
+from badsum.trace import nflog
+from badsum.trace.build import TraceResult, to_data, trace
+from badsum.trace.model import Observation, Point
+from badsum.trace.topology import Topology
+from badsum.wire.link import LINKTYPE_RAW
+from badsum.wire.ports import PortTable
+
+HELP = "line up the same packet across capture points and name the first hop where it went bad"
+EXAMPLES = """\
+examples:
+  badsum trace c1:eth0=c1.pcapng host:c1-veth=v1.pcapng host:c2-veth=v2.pcapng c2:eth0=c2.pcapng
+  badsum trace --snapshot snap.json c1:eth0=a.pcap host:c1-veth=b.pcap host:c2-veth=c.pcap
+  badsum trace --order time --json a.pcapng b.pcapng c.pcapng
+
+exit codes: 0 no packet went bad, 1 a first bad hop was found, 2 usage error,
+            3 a capture or the snapshot could not be read
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trace", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("points", metavar="POINT", nargs="+",
+                   help="LABEL=FILE (label NS:IFNAME, `host:` for the host namespace) or a bare FILE (labelled by its "
+                        "name), in path order; a multi-interface pcapng gives one point per interface")  # fmt: skip
+    p.add_argument("--snapshot", metavar="FILE", help="a host snapshot (`badsum doctor --save`): the topology between the points")
+    p.add_argument("--order", choices=("given", "time"), default="given",
+                   help="path order: as given (default), or from the packets' timestamps")
+    p.add_argument("--vxlan-port", metavar="PORT", type=int, action="append", default=[],
+                   help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
+    p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
+    p.add_argument("-v", "--verbose", action="store_true", help="also show the flows where nothing went bad")
+    p.set_defaults(run=run)
+
+
+class _Unreadable(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _split(arg: str) -> tuple[str | None, str]:
+    if os.path.exists(arg) or "=" not in arg:
+        return None, arg
+    label, _, path = arg.partition("=")
+    return (label or None), path
+
+
+def _ports(args: argparse.Namespace) -> PortTable:
+    return PortTable.with_vxlan_ports(tuple(args.vxlan_port))
+
+
+def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observation]]:
+    points: list[Point] = []
+    files: list[str] = []
+    observations: list[Observation] = []
+    ports = _ports(args)
+    for arg in args.points:
+        label, path = _split(arg)
+        base = label or os.path.basename(path)
+        try:
+            reader = open_capture(path)
+        except CaptureOpenError as e:
+            raise _Unreadable(f"capture.{e.reason}", str(e)) from None
+        with reader:
+            index: dict[int, int] = {}
+            judges: dict[int, DetailedJudge] = {}
+            for b in reader:
+                for i in range(len(b)):
+                    iface = int(b.interface[i])
+                    if iface not in index:
+                        named = [x for x in reader.interfaces if x.id == iface]
+                        several = len(reader.interfaces) > 1
+                        name = named[0].name if named and named[0].name else f"if{iface}"
+                        index[iface] = len(points)
+                        points.append(Point.parse(f"{base}/{name}" if several and label else name if several else base))
+                        files.append(path)
+                        judges[iface] = DetailedJudge(ports)
+                    data, linktype = b.packet(i), int(b.linktype[i])
+                    wire = int(b.origlen[i])
+                    if linktype == nflog.LINKTYPE_NFLOG:
+                        inner = nflog.payload(data)
+                        if inner is None:
+                            continue
+                        data, linktype, wire = inner[1], LINKTYPE_RAW, len(inner[1])
+                    status = int(b.tp_status[i])
+                    res = judges[iface].judge(b.first_frame + i, int(b.ts_ns[i]), data, wire, linktype, status)
+                    observations.append(Observation(index[iface], b.first_frame + i, int(b.ts_ns[i]), res.frame,
+                                                    res.verdicts, status, int(b.direction[i])))  # fmt: skip
+            if reader.errors:
+                e = reader.errors[0]
+                raise _Unreadable(e.code, f"{path}: {e.message}")
+            if not index:  # an empty capture is still a point (where nothing was seen)
+                points.append(Point.parse(base))
+                files.append(path)
+    return points, files, observations
+
+
+def _snapshot(path: str):
+    from badsum.host.model import HostSnapshot
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return HostSnapshot.from_json(fh.read())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _Unreadable("snapshot.unreadable", f"cannot read the snapshot {path}: {e}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        topo = Topology(_snapshot(args.snapshot) if args.snapshot else None)
+        points, files, observations = load(args)
+    except _Unreadable as e:
+        if args.json:
+            print(Envelope("trace", "error", {"points": args.points}, [{"code": e.code, "message": str(e)}]).to_json())
+        print(f"badsum: {e}", file=sys.stderr)
+        return 3
+    labels = [p.label for p in points]
+    if len(set(labels)) != len(labels):
+        print(f"badsum: two points have the same label: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    result = trace(points, observations, topo, args.order)
+    data = to_data(result, topo, files)
+    bad = data["summary"]["flows_bad"]  # type: ignore[index]
+    if args.json:
+        print(Envelope("trace", "findings" if bad else "ok", data, []).to_json())
+    else:
+        render_text(result, data, args.verbose)
+    return 1 if bad else 0
+
+
+def render_text(result: TraceResult, data: dict, verbose: bool) -> None:
+    out = sys.stdout.write
+    out(f"path: {' -> '.join(data['path'])}   topology: {data['topology']}\n")
+    for note in data["notes"]:
+        out(f"note: {note}\n")
+    shown = 0
+    for f in data["flows"]:
+        fb = f["first_bad_hop"]
+        if fb is None and not verbose:
+            continue
+        shown += 1
+        out(f"\nflow {f['text']} ({f['direction']}, {f['packets']} packets)\n")
+        width = max(len(h["point"]) for h in f["hops"])
+        for h in f["hops"]:
+            sums = ", ".join(f"{k} {n}" for k, n in sorted(h["checksums"].items())) or "-"
+            kern = ("  kernel " + ", ".join(f"{k} {n}" for k, n in h["kernel"].items())) if h["kernel"] else ""
+            changes = "; ".join(_change(c) for c in h["changes"])
+            extra = []
+            if h["payload_changed"]:
+                extra.append(f"payload bytes changed in {h['payload_changed']}")
+            if h["segmentation_changed"]:
+                extra.append(f"segmentation changed in {h['segmentation_changed']}")
+            tail = "; ".join(x for x in (changes, *extra) if x)
+            out(f"  {h['point']:<{width}}  seen {h['seen']:>5}  missing {h['missing']:>4}  {sums}{kern}"
+                + (f"\n  {'':<{width}}    changed: {tail}" if tail else "") + "\n")  # fmt: skip
+        if f["unconfirmed_partial"]:
+            out(f"  partial (unconfirmed) at: {', '.join(f['unconfirmed_partial'])}\n")
+        if fb is None:
+            out("  verdict: no packet went bad\n")
+        else:
+            where = f"between {fb['after']} and {fb['before']}" if fb["after"] else f"at {fb['before']}"
+            out(f"  verdict: first bad hop {where}: {fb['kind']} ({fb['packets']} packets)\n    {fb['why']}\n")
+    if not shown:
+        out(f"\n{data['summary']['flows']} flows: no packet went bad" + (" (-v lists them)" if data["flows"] else "") + "\n")
+
+
+def _change(c: dict) -> str:
+    where = f"{c['layer']}@{c['depth']}" if c["depth"] else c["layer"]
+    return f"{where} {c['field']} {c['old']} -> {c['new']} ({c['packets']})"
