@@ -61,6 +61,14 @@ def _ports(args: argparse.Namespace) -> PortTable:
     return PortTable.with_vxlan_ports(tuple(args.vxlan_port))
 
 
+def _stem(path: str) -> str:
+    name = os.path.basename(path)
+    for suffix in (".gz", ".pcapng", ".pcap", ".cap"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or os.path.basename(path)
+
+
 def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observation]]:
     points: list[Point] = []
     files: list[str] = []
@@ -83,6 +91,10 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
                         named = [x for x in reader.interfaces if x.id == iface]
                         several = len(reader.interfaces) > 1
                         name = named[0].name if named and named[0].name else f"if{iface}"
+                        if not several and not label:
+                            # A bare file: the point's own name as `badsum capture` and the labs
+                            # record it (the interface name), else the file name without suffixes.
+                            base = named[0].name if named and named[0].name else _stem(path)
                         index[iface] = len(points)
                         points.append(Point.parse(f"{base}/{name}" if several and label else name if several else base))
                         files.append(path)
