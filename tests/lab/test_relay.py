@@ -24,14 +24,14 @@ PAYLOAD = bytes(range(256)) * 2
 
 
 def v4_frame(payload: bytes = PAYLOAD, dport: int = 9100, seq: int = 1000, ip_id: int = 77) -> bytes:
-    return bytes(Ether() / IP(src="198.51.100.1", dst="203.0.113.2", id=ip_id, flags="DF")
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.51.100.1", dst="203.0.113.2", id=ip_id, flags="DF")
                  / TCP(sport=40000, dport=dport, seq=seq, flags="PA", options=[("NOP", None), ("NOP", None),
                                                                               ("Timestamp", (1, 2))])
                  / Raw(payload))  # fmt: skip
 
 
 def v6_frame(payload: bytes = PAYLOAD) -> bytes:
-    return bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=40000, dport=9100, seq=5) / Raw(payload))
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="2001:db8::1", dst="2001:db8::2") / TCP(sport=40000, dport=9100, seq=5) / Raw(payload))
 
 
 def recomputed(frame: bytes) -> tuple[int | None, int]:
@@ -71,9 +71,9 @@ def test_flip_changes_one_payload_byte_and_fixes_no_checksum(build: Callable[[],
 def test_flip_refuses_what_it_cannot_flip() -> None:
     assert flip_frame(v4_frame(b"short"), 100) is None  # payload shorter than the offset
     assert flip_frame(v4_frame(b""), 0) is None  # no payload
-    udp = bytes(Ether() / IP(src="198.51.100.1", dst="203.0.113.2") / UDP(sport=1, dport=2) / Raw(PAYLOAD))
+    udp = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.51.100.1", dst="203.0.113.2") / UDP(sport=1, dport=2) / Raw(PAYLOAD))
     assert flip_frame(udp, 100) is None
-    frag = bytes(Ether() / IP(src="198.51.100.1", dst="203.0.113.2", flags="MF") / TCP() / Raw(PAYLOAD))
+    frag = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.51.100.1", dst="203.0.113.2", flags="MF") / TCP() / Raw(PAYLOAD))
     assert flip_frame(frag, 100) is None
     with pytest.raises(ValueError):
         flip_frame(v4_frame(), 100, 0)

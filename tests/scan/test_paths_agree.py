@@ -91,7 +91,7 @@ def test_kernel_status_and_sll_vlan_agree() -> None:
     from badsum.checksum.verdict import TP_STATUS_CSUM_VALID, TP_STATUS_CSUMNOTREADY, TP_STATUS_GSO_TCP
     from badsum.scan.rows import verdicts_to_rows
 
-    big = Ether(bytes(Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2) / Raw(b"x" * 3000)))
+    big = Ether(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2) / Raw(b"x" * 3000)))
     big[TCP].chksum ^= 0x1111
     big = bytes(big)
     bad = next(c.frame for c in zoo() if c.name == "tcp4-bad")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from scapy.all import Ether, wrpcap
@@ -47,3 +49,19 @@ def test_unreadable_capture_and_duplicate_labels(tmp_path: Path, capsys) -> None
     assert main(["trace", f"p={a}", f"p={a}"]) == 2
     assert main(["trace", "--snapshot", str(tmp_path / "nope.json"), a]) == 3
     capsys.readouterr()
+
+
+def test_max_packets_bounds_what_is_read(tmp_path: Path) -> None:
+    # Tracing keeps decoded packets in memory; --max-packets bounds it per point and says so.
+    from scapy.all import IP, TCP, Ether, wrpcap
+
+    frames = [Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="192.0.2.1", dst="192.0.2.2", id=i) / TCP(sport=1000, dport=80, seq=i) for i in range(10)]
+    a, b = tmp_path / "a.pcap", tmp_path / "b.pcap"
+    wrpcap(str(a), frames)
+    wrpcap(str(b), frames)
+    r = subprocess.run([sys.executable, "-m", "badsum", "trace", "--json", "--max-packets", "4", str(a), str(b)],
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    doc = json.loads(r.stdout)
+    notes = doc["data"]["notes"]
+    assert sum("only its first 4 packets" in n for n in notes) == 2, notes
+    assert sum(h["seen"] for f in doc["data"]["flows"] for h in f["hops"][:1]) == 4

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the flows where nothing went bad")
+    p.add_argument("--max-packets", metavar="N", type=_positive, default=DEFAULT_MAX_PACKETS,
+                   help=f"read at most N packets per point (default {DEFAULT_MAX_PACKETS:,}): tracing keeps every "
+                        "decoded packet in memory; capture with a filter to trace one flow of a busy link")
     p.set_defaults(run=run)
 
 
@@ -55,6 +58,20 @@ def _split(arg: str) -> tuple[str | None, str]:
         return None, arg
     label, _, path = arg.partition("=")
     return (label or None), path
+
+
+#: Tracing aligns packets across points, so it keeps them all decoded: bound the memory per point.
+DEFAULT_MAX_PACKETS = 200_000
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return v
 
 
 def _ports(args: argparse.Namespace) -> PortTable:
@@ -73,6 +90,7 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
     points: list[Point] = []
     files: list[str] = []
     observations: list[Observation] = []
+    args.truncated_points = []
     ports = _ports(args)
     for arg in args.points:
         label, path = _split(arg)
@@ -84,8 +102,10 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
         with reader:
             index: dict[int, int] = {}
             judges: dict[int, DetailedJudge] = {}
+            read = 0
             for b in reader:
-                for i in range(len(b)):
+                take = min(len(b), args.max_packets - read)
+                for i in range(take):
                     iface = int(b.interface[i])
                     if iface not in index:
                         named = [x for x in reader.interfaces if x.id == iface]
@@ -110,7 +130,11 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
                     res = judges[iface].judge(b.first_frame + i, int(b.ts_ns[i]), data, wire, linktype, status)
                     observations.append(Observation(index[iface], b.first_frame + i, int(b.ts_ns[i]), res.frame,
                                                     res.verdicts, status, int(b.direction[i])))  # fmt: skip
-            if reader.errors:
+                read += take
+                if take < len(b):
+                    args.truncated_points.append(path)
+                    break
+            if reader.errors and path not in args.truncated_points:
                 e = reader.errors[0]
                 raise _Unreadable(e.code, f"{path}: {e.message}")
             if not index:  # an empty capture is still a point (where nothing was seen)
@@ -145,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     result = trace(points, observations, topo, args.order)
     data = to_data(result, topo, files)
+    for path in args.truncated_points:
+        data["notes"].append(f"{path}: only its first {args.max_packets:,} packets were traced (--max-packets)")  # type: ignore[union-attr]
     bad = data["summary"]["flows_bad"]  # type: ignore[index]
     if args.json:
         print(Envelope("trace", "findings" if bad else "ok", data, []).to_json())
