@@ -37,3 +37,17 @@ def need_tool(name: str) -> str:
 def need_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces); CI runs the suite as root")
+
+
+class RowCollector:
+    """A pipeline sink that keeps every batch's non-ok rows (and late rows) for a test to compare."""
+
+    def __init__(self) -> None:
+        self.parts: list = []
+
+    def rows(self, batch, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+
+    def late_rows(self, rows) -> None:  # noqa: ANN001
+        self.parts.append(rows.copy())
+

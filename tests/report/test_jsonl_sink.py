@@ -6,10 +6,9 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from builders import write_zoo
-from support import corpus_files
+from support import RowCollector, corpus_files
 
 from badsum.capture import open_capture
 from badsum.report.sinks import JsonLinesSink
@@ -17,19 +16,8 @@ from badsum.scan.pipeline import ScanConfig, Scanner
 from badsum.scan.rows import iter_verdicts
 
 
-class Keep:
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-
-    def rows(self, batch, rows) -> None:  # noqa: ANN001
-        self.parts.append(rows.copy())
-
-    def late_rows(self, rows) -> None:  # noqa: ANN001
-        self.parts.append(rows.copy())
-
-
 def check(path: Path) -> int:
-    buf, keep = io.StringIO(), Keep()
+    buf, keep = io.StringIO(), RowCollector()
     with open_capture(path) as reader:
         Scanner(ScanConfig(), [JsonLinesSink(buf), keep]).run(reader)
     got = [json.loads(line) for line in buf.getvalue().splitlines()]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from builders import write_zoo
-from support import corpus_files, own_captures
+from support import RowCollector, corpus_files, own_captures
 
 from badsum.capture import open_capture
 from badsum.scan.pipeline import ScanConfig, Scanner
@@ -15,19 +15,8 @@ from badsum.scan.pipeline import ScanConfig, Scanner
 KEY = ["frame", "layer", "depth", "status", "offset", "stored", "computed", "flags", "extra", "ipver", "proto", "sport", "dport", "src", "dst"]
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.parts: list[np.ndarray] = []
-
-    def rows(self, batch, rows) -> None:  # noqa: ANN001
-        self.parts.append(rows.copy())
-
-    def late_rows(self, rows) -> None:  # noqa: ANN001
-        self.parts.append(rows.copy())
-
-
 def scan(path: Path, fast: bool, jobs: int = 1):  # noqa: ANN201
-    sink = Collect()
+    sink = RowCollector()
     scanner = Scanner(ScanConfig(fast=fast, jobs=jobs), [sink])
     with open_capture(path, chunk_size=1 << 16) as reader:  # small chunks: many batches
         summary = scanner.run(reader)

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from badsum.cli.argtypes import positive
 from badsum.report.envelope import Envelope
 
 HELP = "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status"
@@ -32,27 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="follow a container's path (pid, namespace name or IP address) and capture at each point")
     where.add_argument("--list", action="store_true", help="print the points and exit without capturing")
     p.add_argument("-f", "--filter", metavar="EXPR", help="capture filter in tcpdump syntax (compiled with tcpdump -dd)")
-    p.add_argument("-s", "--snaplen", metavar="BYTES", type=_positive, default=262144,
+    p.add_argument("-s", "--snaplen", metavar="BYTES", type=positive, default=262144,
                    help="bytes kept per packet (default 262144)")
     p.add_argument("-d", "--duration", metavar="SECONDS", type=_seconds, help="stop after this long")
-    p.add_argument("-c", "--count", metavar="N", type=_positive, help="stop each point after N packets")
-    p.add_argument("--max-bytes", metavar="N", type=_positive, help="stop each point after N captured bytes")
+    p.add_argument("-c", "--count", metavar="N", type=positive, help="stop each point after N packets")
+    p.add_argument("--max-bytes", metavar="N", type=positive, help="stop each point after N captured bytes")
     out = p.add_mutually_exclusive_group()
     out.add_argument("-o", "--out", metavar="DIR", help="directory for one <label>.pcapng per point (default ./badsum-capture-TIME)")
     out.add_argument("--single", metavar="FILE.pcapng", help="one pcapng with one interface per point instead")
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.set_defaults(run=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {v}")
-    return v
 
 
 def _seconds(text: str) -> float:

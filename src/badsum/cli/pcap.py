@@ -12,10 +12,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from badsum.capture import CaptureOpenError, open_capture
 from badsum.capture.pcapng_writer import PcapngWriter
+from badsum.cli.argtypes import int_range, port
 from badsum.report.envelope import Envelope
 from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, to_data
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
-from badsum.scan.pipeline import Scanner, ScanConfig
+from badsum.scan.pipeline import ScanConfig, Scanner
 
 HELP = "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)"
 EXAMPLES = """\
@@ -39,32 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print one JSON envelope {schema_version, command, status, data, errors}")
     out.add_argument("--jsonl", action="store_true", help="print one JSON record per non-ok checksum")
     p.add_argument("--annotate", metavar="OUT.pcapng", help="write a pcapng copy with a comment on every non-ok checksum")
-    p.add_argument("--vxlan-port", metavar="PORT", type=_port, action="append", default=[],
+    p.add_argument("--vxlan-port", metavar="PORT", type=port, action="append", default=[],
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
-    p.add_argument("--jobs", "-j", metavar="N", type=_jobs, default=1, help="threads for the fast path (default 1)")
+    p.add_argument("--jobs", "-j", metavar="N", type=int_range(1, 256), default=1, help="threads for the fast path (default 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.set_defaults(run=run)
-
-
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {v}")
-    return v
-
-
-def _jobs(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 1 <= v <= 256:
-        raise argparse.ArgumentTypeError("--jobs takes 1 to 256")
-    return v
 
 
 def _say(message: str) -> None:

@@ -8,6 +8,7 @@ import sys
 
 from badsum.capture import CaptureOpenError, open_capture
 from badsum.checksum.detailed import DetailedJudge
+from badsum.cli.argtypes import port, positive
 from badsum.report.envelope import Envelope
 from badsum.trace import nflog
 from badsum.trace.build import TraceResult, to_data, trace
@@ -37,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--snapshot", metavar="FILE", help="a host snapshot (`badsum doctor --save`): the topology between the points")
     p.add_argument("--order", choices=("given", "time"), default="given",
                    help="path order: as given (default), or from the packets' timestamps")
-    p.add_argument("--vxlan-port", metavar="PORT", type=int, action="append", default=[],
+    p.add_argument("--vxlan-port", metavar="PORT", type=port, action="append", default=[],
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the flows where nothing went bad")
-    p.add_argument("--max-packets", metavar="N", type=_positive, default=DEFAULT_MAX_PACKETS,
+    p.add_argument("--max-packets", metavar="N", type=positive, default=DEFAULT_MAX_PACKETS,
                    help=f"read at most N packets per point (default {DEFAULT_MAX_PACKETS:,}): tracing keeps every "
                         "decoded packet in memory; capture with a filter to trace one flow of a busy link")
     p.set_defaults(run=run)
@@ -62,16 +63,6 @@ def _split(arg: str) -> tuple[str | None, str]:
 
 #: Tracing aligns packets across points, so it keeps them all decoded: bound the memory per point.
 DEFAULT_MAX_PACKETS = 200_000
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return v
 
 
 def _ports(args: argparse.Namespace) -> PortTable:
