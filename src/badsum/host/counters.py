@@ -28,14 +28,20 @@ SYSCTLS = (
 SYSCTL_ARGV = ["sysctl", "-e", *SYSCTLS]
 
 
-def parse_nstat(text: str) -> dict[str, int]:
-    """`nstat --json` -> {counter: value}; counters the kernel lacks (no IPv6) are left out."""
-    doc = json.loads(text)
+def flatten_nstat(text: str) -> dict[str, int]:
+    """`nstat --json` ({"kernel": {name: value}}, or per-group dicts) -> {name: value}."""
+    doc = json.loads(text or "{}")
     flat: dict[str, int] = {}
     if isinstance(doc, dict):
         for group in doc.values():
             if isinstance(group, dict):
                 flat.update({k: int(v) for k, v in group.items() if isinstance(v, (int, float))})
+    return flat
+
+
+def parse_nstat(text: str) -> dict[str, int]:
+    """The checksum counters; counters the kernel lacks (no IPv6) are left out."""
+    flat = flatten_nstat(text)
     return {k: flat[k] for k in CSUM_COUNTERS if k in flat}
 
 

@@ -3,23 +3,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
 from collections import Counter
 from pathlib import Path
 
+from badsum.host.counters import CSUM_COUNTERS, flatten_nstat
 from badsum.lab.runner import CommandError, run
 
-#: The counters the checksum incidents move (known-issues.md, appendix A).
-CSUM_COUNTERS = (
-    "TcpInCsumErrors",
-    "UdpInCsumErrors",
-    "IcmpInCsumErrors",
-    "IpExtInCsumErrors",
-    "Udp6InCsumErrors",
-    "Icmp6InCsumErrors",
+#: The checksum counters doctor reads, plus what a lab's traffic moves (retransmissions, PMTU).
+LAB_COUNTERS = (
+    *CSUM_COUNTERS,
     "TcpInSegs",
     "TcpRetransSegs",
     "IpReasmFails",
@@ -30,14 +25,10 @@ CSUM_COUNTERS = (
 
 
 def counters(ns: str) -> dict[str, int]:
-    """Absolute values, without touching nstat's history file (-a -s)."""
-    out = run(["nstat", "-a", "-s", "-z", "--json"], ns=ns, timeout=10).stdout
-    data = json.loads(out or "{}")
-    flat: dict[str, int] = {}
-    for group in data.values():
-        if isinstance(group, dict):
-            flat.update({k: int(v) for k, v in group.items() if isinstance(v, (int, float))})
-    return {k: flat.get(k, 0) for k in CSUM_COUNTERS}
+    """Absolute values, without touching nstat's history file (-a -s); a counter the kernel
+    lacks reads 0 so that deltas line up."""
+    flat = flatten_nstat(run(["nstat", "-a", "-s", "-z", "--json"], ns=ns, timeout=10).stdout)
+    return {k: flat.get(k, 0) for k in LAB_COUNTERS}
 
 
 def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
