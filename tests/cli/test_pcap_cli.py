@@ -244,8 +244,9 @@ def envelope(result: subprocess.CompletedProcess[str]) -> dict:
     return doc
 
 
-def jsonl(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines()]
+def jsonl(text: str, record: str = "checksum") -> list[dict]:
+    """The `--jsonl` records of one kind (checksum lines come first, then symptom lines)."""
+    return [r for r in map(json.loads, text.splitlines()) if r["record"] == record]
 
 
 def one_line_naming(stderr: str, name: str) -> None:

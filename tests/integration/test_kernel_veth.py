@@ -205,7 +205,8 @@ def badsum_pcap(path: Path, fmt: str) -> subprocess.CompletedProcess[str]:
 
 def badsum_jsonl(path: Path) -> tuple[int, list[dict]]:
     cp = badsum_pcap(path, "--jsonl")
-    return cp.returncode, [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+    records = [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
+    return cp.returncode, [r for r in records if r["record"] == "checksum"]
 
 
 def badsum_json(path: Path) -> tuple[int, dict]:

@@ -199,8 +199,9 @@ class Verdict:
         return reason_for(self)
 
     def as_record(self) -> dict[str, object]:
-        """The `--jsonl` record."""
+        """The `--jsonl` record (symptom records follow them, with `record` "symptom")."""
         rec: dict[str, object] = {
+            "record": "checksum",
             "frame": self.frame,
             "layer": self.layer.label,
             "depth": self.depth,

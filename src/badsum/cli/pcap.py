@@ -16,9 +16,10 @@ from badsum.cli.argtypes import int_range, port
 from badsum.report.envelope import Envelope
 from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, to_data
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
+from badsum.report.symptoms import write_symptom_lines
 from badsum.scan.pipeline import ScanConfig, Scanner
 
-HELP = "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)"
+HELP = "verify every checksum in a capture and find the symptoms (SYN ladders, PMTU, ping-only)"
 EXAMPLES = """\
 examples:
   badsum pcap capture.pcapng                    # the answer, then the flows at fault
@@ -26,9 +27,11 @@ examples:
   badsum pcap --annotate out.pcapng in.pcap.gz  # copy with a comment on each bad checksum
   tcpdump -i eth0 -w - | badsum pcap -          # from standard input
   badsum pcap --vxlan-port 4790 --jobs 2 big.pcap
+  badsum pcap -v slow-connect.pcap              # symptoms with the frames that show them
 
-exit codes: 0 all checksums ok, 1 bad checksums (or partial ones on received packets),
-            2 usage error, 3 input unreadable or damaged (packets before the damage are reported)
+exit codes: 0 all checksums ok and no failing symptom, 1 bad checksums (or partial ones on received
+            packets) or a failing symptom (a connect that never succeeded, ping-only, a PMTU black
+            hole ...), 2 usage error, 3 input unreadable or damaged (packets before the damage are reported)
 """
 
 
@@ -38,12 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", metavar="FILE", help="capture file (pcap or pcapng, optionally gzip), or - for stdin")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON envelope {schema_version, command, status, data, errors}")
-    out.add_argument("--jsonl", action="store_true", help="print one JSON record per non-ok checksum")
+    out.add_argument("--jsonl", action="store_true", help="print one JSON record per non-ok checksum, then one per symptom")
     p.add_argument("--annotate", metavar="OUT.pcapng", help="write a pcapng copy with a comment on every non-ok checksum")
     p.add_argument("--vxlan-port", metavar="PORT", type=port, action="append", default=[],
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--jobs", "-j", metavar="N", type=int_range(1, 256), default=1, help="threads for the fast path (default 1)")
-    p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows, decode issues")
+    p.add_argument("--no-symptoms", action="store_true", help="checksums only: skip the flow analysis (SYN ladders, PMTU ...)")
+    p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows and symptoms with evidence, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.set_defaults(run=run)
 
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
             except OSError as e:
                 return _fail(args, "annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}")
             sinks.append(AnnotateSink(writer, reader.interfaces))
-        scanner = Scanner(ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs), sinks)
+        config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms)
+        scanner = Scanner(config, sinks)
         # Progress only for a person watching: a real terminal on stderr, whatever FORCE_COLOR says.
         show = not machine and not args.no_progress and sys.stderr.isatty()
         try:
@@ -123,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                 out.print(f"\nannotated copy: {escape(args.annotate)} ({writer.packets:,} packets)")
         for e in meta.errors:
             _say(f"input damaged at byte {e['offset']}: {e['message']}")
+    if args.jsonl:
+        write_symptom_lines(summary.symptoms, sys.stdout)
     if writer is not None and reader.errors:
         _say(f"no annotated copy written: the input is damaged ({args.annotate} left as it was)")
     return code

@@ -75,7 +75,7 @@ def _ip_len(ip: ipv4.IPv4Header | ipv6.IPv6Header, frame_len: int) -> int:
         # TSO/LSO frames carry total length 0: the packet is what was captured from there on.
         return ip.total_length or max(frame_len - ip.offset, 0)
     if ip.jumbo_length is not None:
-        return 40 + ip.jumbo_length
+        return min(40 + ip.jumbo_length, 0xFFFFFFFF)  # a hostile Jumbo Payload option must not overflow u4
     return 40 + ip.payload_length if ip.payload_length else max(frame_len - ip.offset, 0)
 
 
@@ -122,7 +122,7 @@ def fact_of_frame(frame: Frame, frame_no: int, ts_ns: int) -> np.void:
         out["sport"], out["dport"] = h.sport, h.dport
         out["seq"], out["ack"], out["win"] = h.seq, h.ack, h.window
         out["tcp_flags"] = h.flags & 0xFF
-        out["payload"] = max(l4_len - h.data_offset * 4, 0)
+        out["payload"] = max(l4_len - h.data_offset, 0)  # data_offset is already in bytes
     elif isinstance(h, udp.UDPHeader):
         out["sport"], out["dport"] = h.sport, h.dport
         out["payload"] = max((h.length or l4_len) - 8, 0)
@@ -150,10 +150,22 @@ def _quote(frame: Frame, icmp_pkt: IPPacket, out: np.void) -> None:
     else:
         out["q_len"] = min(40 + ip.payload_length, 0xFFFF)
         out["q_flags"] = QF_DF
-    sport, dport = q.ports
-    out["q_sport"], out["q_dport"] = sport, dport
-    if isinstance(q.l4, tcp.TCPHeader):
-        out["q_seq"] = q.l4.seq
+    later = ip.frag_offset if isinstance(ip, ipv4.IPv4Header) else ip.fragment is not None and ip.fragment.frag_offset
+    if later or q.proto not in _PORTS_FIRST:
+        return
+    # RFC 792 quotes only the IP header and 64 bits of the datagram (RFC 4443 and RFC 1812 routers
+    # more): the ports and TCP's sequence number are there even when the rest of the header is not,
+    # so read them from the bytes instead of the decoded header, within the decoder's own bound.
+    end = min(len(frame.data), q.l4_offset + (q.l4_length or 0))
+    raw = frame.data[q.l4_offset : end]
+    if len(raw) >= 4:
+        out["q_sport"], out["q_dport"] = int.from_bytes(raw[0:2], "big"), int.from_bytes(raw[2:4], "big")
+    if q.proto == PROTO_TCP and len(raw) >= 8:
+        out["q_seq"] = int.from_bytes(raw[4:8], "big")
+
+
+#: Upper layers whose header starts with the source and destination ports.
+_PORTS_FIRST = frozenset({PROTO_TCP, PROTO_UDP, 132, 136})  # + SCTP, UDP-Lite
 
 
 # ---- flow keys, vectorised ----

@@ -12,6 +12,7 @@ from rich.table import Table
 from badsum.capture import linktypes
 from badsum.checksum.reasons import MEANING
 from badsum.checksum.verdict import Layer, Status
+from badsum.report.symptoms import has_failure, render_symptoms, symptoms_data
 from badsum.scan.pipeline import ScanSummary
 
 #: Statuses that mean something is wrong with the packet as captured.
@@ -32,10 +33,10 @@ class CaptureMeta:
 
 
 def exit_code(summary: ScanSummary, meta: CaptureMeta) -> int:
-    """0 all ok, 1 bad checksums (or partial on received packets), 3 damaged input."""
+    """0 all ok, 1 bad checksums (or partial on received packets) or a failing symptom, 3 damaged input."""
     if meta.errors:
         return 3
-    if any(summary.status_total(s) for s in FAULTS) or summary.inbound_partial:
+    if any(summary.status_total(s) for s in FAULTS) or summary.inbound_partial or has_failure(summary.symptoms):
         return 1
     return 0
 
@@ -82,6 +83,9 @@ def to_data(summary: ScanSummary, meta: CaptureMeta) -> dict[str, Any]:
         "inbound_partial": s.inbound_partial,
         "decoded_in_detail": s.deferred,
         "decode_issues": dict(s.decode_issues.most_common()),
+        "symptoms": symptoms_data(s.symptoms),
+        "symptoms_total": len(s.symptoms),
+        "flow_analysis": s.flow_stats,
     }
 
 
@@ -130,11 +134,14 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
     ok = s.status_total(Status.OK) + s.status_total(Status.ZERO_ALLOWED)
     if not lines:
         lines.append(("green:OK", f"all {_n(ok)} checksums verify"))
+        if s.symptoms:
+            lines[-1] = ("green:OK", f"all {_n(ok)} checksums verify; the symptoms below are not checksum faults")
     else:
         lines.append(("green:OK", f"{_n(ok)} checksums verify or are legitimately absent"))
     for tag, text in lines:
         style, word = tag.split(":")
         console.print(f"  [{style}]{word:<10}[/] {text}")
+    render_symptoms(s.symptoms, console, verbose=verbose)
 
     shown = (Status.BAD, Status.PARTIAL, Status.ZERO_INVALID)
     n_flows = sum(s.flows.count_keys(st) for st in shown)

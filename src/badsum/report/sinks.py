@@ -69,7 +69,7 @@ class JsonLinesSink:
             reason = reason_for(v)
             reason = f'"{reason}"' if '"' not in reason and "\\" not in reason else json.dumps(reason)
             lines.append(
-                f'{{"frame":{r[i_frame]},"layer":"{_LAYER_LABEL[layer]}","depth":{r[i_depth]},"status":"{_STATUS_LABEL[status]}",'
+                f'{{"record":"checksum","frame":{r[i_frame]},"layer":"{_LAYER_LABEL[layer]}","depth":{r[i_depth]},"status":"{_STATUS_LABEL[status]}",'
                 f'"stored":"0x{r[i_st]:0{width}x}","computed":"0x{r[i_cp]:0{width}x}","offset":{r[i_off]},'
                 f'"flow":{frag},"reason":{reason}{extra}}}\n'
             )

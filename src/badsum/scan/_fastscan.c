@@ -3,6 +3,8 @@
  * (IPv4 header, TCP, UDP, ICMP, ICMPv6; Ethernet/VLAN, SLL, SLL2, raw IP, NULL/LOOP; VXLAN inner
  * frames) exactly as docs/verdicts.md says, and defers every other packet, whole, to the Python
  * decoder. The integer codes and the issue row layout mirror badsum/checksum/verdict.py.
+ * `facts` extracts the packet facts of badsum/flows/facts.py (FACTS_DTYPE) for the same packets,
+ * headers only, and defers the rest to fact_of_frame.
  *
  * Input is hostile: every read is bounded by the record's caplen and the buffer; tunnel nesting is
  * a bounded loop, not recursion; nothing is allocated while the GIL is released.
@@ -671,6 +673,572 @@ static size_t scan_loop(const scan_args *a, size_t start, size_t *n_issues, size
     return i;
 }
 
+/* ---- packet facts (badsum/flows/facts.py): the contract with FACTS_DTYPE ---- */
+
+/*
+ * One fact per packet, field for field what `fact_of_frame(decode_frame(...))` gives (the spec is
+ * that function and its docstrings). Only headers are read, never payloads. Whatever the decoder
+ * does that is not written out here (GRE, Geneve, IPIP, MPLS, UDP-Lite, PPP, unknown link types,
+ * deep nesting) is deferred, whole, to it.
+ */
+typedef struct fact_row {
+    uint64_t frame;
+    int64_t ts_ns;
+    uint32_t seq;
+    uint32_t ack;
+    uint32_t payload;
+    uint32_t ip_len;
+    uint32_t outer_len;
+    uint32_t icmp_mtu;
+    uint32_t q_seq;
+    uint16_t sport;
+    uint16_t dport;
+    uint16_t ipid;
+    uint16_t q_sport;
+    uint16_t q_dport;
+    uint16_t q_ipid;
+    uint16_t q_len;
+    uint16_t win;
+    uint8_t valid;
+    uint8_t ipver;
+    uint8_t proto;
+    uint8_t depth;
+    uint8_t tcp_flags;
+    uint8_t ip_flags;
+    uint8_t icmp_type;
+    uint8_t icmp_code;
+    uint8_t q_proto;
+    uint8_t q_flags;
+    uint8_t pad[2];
+    uint8_t src[16];
+    uint8_t dst[16];
+    uint8_t q_src[16];
+    uint8_t q_dst[16];
+} fact_row;
+
+_Static_assert(sizeof(fact_row) == 136, "FACTS_DTYPE is 136 bytes");
+_Static_assert(offsetof(fact_row, frame) == 0, "frame");
+_Static_assert(offsetof(fact_row, ts_ns) == 8, "ts_ns");
+_Static_assert(offsetof(fact_row, seq) == 16, "seq");
+_Static_assert(offsetof(fact_row, ack) == 20, "ack");
+_Static_assert(offsetof(fact_row, payload) == 24, "payload");
+_Static_assert(offsetof(fact_row, ip_len) == 28, "ip_len");
+_Static_assert(offsetof(fact_row, outer_len) == 32, "outer_len");
+_Static_assert(offsetof(fact_row, icmp_mtu) == 36, "icmp_mtu");
+_Static_assert(offsetof(fact_row, q_seq) == 40, "q_seq");
+_Static_assert(offsetof(fact_row, sport) == 44, "sport");
+_Static_assert(offsetof(fact_row, dport) == 46, "dport");
+_Static_assert(offsetof(fact_row, ipid) == 48, "ipid");
+_Static_assert(offsetof(fact_row, q_sport) == 50, "q_sport");
+_Static_assert(offsetof(fact_row, q_dport) == 52, "q_dport");
+_Static_assert(offsetof(fact_row, q_ipid) == 54, "q_ipid");
+_Static_assert(offsetof(fact_row, q_len) == 56, "q_len");
+_Static_assert(offsetof(fact_row, win) == 58, "win");
+_Static_assert(offsetof(fact_row, valid) == 60, "valid");
+_Static_assert(offsetof(fact_row, ipver) == 61, "ipver");
+_Static_assert(offsetof(fact_row, proto) == 62, "proto");
+_Static_assert(offsetof(fact_row, depth) == 63, "depth");
+_Static_assert(offsetof(fact_row, tcp_flags) == 64, "tcp_flags");
+_Static_assert(offsetof(fact_row, ip_flags) == 65, "ip_flags");
+_Static_assert(offsetof(fact_row, icmp_type) == 66, "icmp_type");
+_Static_assert(offsetof(fact_row, icmp_code) == 67, "icmp_code");
+_Static_assert(offsetof(fact_row, q_proto) == 68, "q_proto");
+_Static_assert(offsetof(fact_row, q_flags) == 69, "q_flags");
+_Static_assert(offsetof(fact_row, pad) == 70, "_pad");
+_Static_assert(offsetof(fact_row, src) == 72, "src");
+_Static_assert(offsetof(fact_row, dst) == 88, "dst");
+_Static_assert(offsetof(fact_row, q_src) == 104, "q_src");
+_Static_assert(offsetof(fact_row, q_dst) == 120, "q_dst");
+
+/* IPF_* and QF_* of facts.py */
+enum { IPF_DF = 0x01, IPF_FRAGMENT = 0x02, IPF_OUTER_DF = 0x04, IPF_UDP_TUNNEL = 0x08, IPF_LATER_FRAGMENT = 0x10 };
+enum { QF_DF = 0x01 };
+
+/* badsum.wire.frame.MAX_DEPTH is 8; a quote sits one deeper than its ICMP error, so stop at 7. */
+enum { FACT_MAX_DEPTH = 7, IPV6_MAX_EXT = 16, MAX_VLAN_TAGS = 8, FACT_PREFETCH = 16 };
+
+/* What one IP level hands to the next (VXLAN) level. */
+typedef struct {
+    int inner; /* a VXLAN header was read: the inner Ethernet frame starts at inner_pos */
+    size_t inner_pos;
+    size_t limit; /* the decoder's `end` for the inner frame (may pass the capture) */
+} fact_next;
+
+static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+/* Bytes of [pos, end) inside the capture of cap bytes. */
+static inline size_t avail(size_t pos, size_t end, size_t cap)
+{
+    size_t b = min_sz(end, cap);
+    return b > pos ? b - pos : 0;
+}
+
+/* ethernet()/_vlan_tags() of badsum.wire.link from `off`, where `et` was read: up to 8 tags; a
+ * tag cut by `bound` ends the frame (link.truncated). MPLS and Cisco MetaData are the decoder's. */
+static int fact_ethertype(unsigned et, const uint8_t *p, size_t bound, size_t off, size_t *l3)
+{
+    for (int tags = 0; tags < MAX_VLAN_TAGS && (et == 0x8100 || et == 0x88a8 || et == 0x9100 || et == 0x9200);
+         tags++) {
+        if (bound < off + 4)
+            return NET_NONE;
+        et = be16(p + off + 2);
+        off += 4;
+    }
+    *l3 = off;
+    switch (et) {
+    case 0x0800:
+        return NET_IPV4;
+    case 0x86dd:
+        return NET_IPV6;
+    case 0x8847:
+    case 0x8848:
+    case 0x8909:
+        return NET_DEFER;
+    default:
+        return NET_NONE; /* also an 802.3 length: the decoder makes it ethertype 0 */
+    }
+}
+
+/* decode_link(): a header cut short is link.truncated, no packet. */
+static int fact_link(unsigned linktype, const uint8_t *p, size_t cap, size_t *l3)
+{
+    switch (linktype) {
+    case 1:
+        if (cap < 14)
+            return NET_NONE;
+        return fact_ethertype(be16(p + 12), p, cap, 14, l3);
+    case 113:
+        if (cap < 16)
+            return NET_NONE;
+        return fact_ethertype(be16(p + 14), p, cap, 16, l3);
+    case 276:
+        if (cap < 20)
+            return NET_NONE;
+        return fact_ethertype(be16(p), p, cap, 20, l3);
+    case 101:
+    case 12:
+    case 14:
+        if (cap < 1)
+            return NET_NONE;
+        *l3 = 0;
+        return (p[0] >> 4) == 4 ? NET_IPV4 : (p[0] >> 4) == 6 ? NET_IPV6 : NET_NONE;
+    case 228:
+        *l3 = 0;
+        return NET_IPV4;
+    case 229:
+        *l3 = 0;
+        return NET_IPV6;
+    case 0:
+    case 108: {
+        if (cap < 4)
+            return NET_NONE;
+        uint32_t a = le32(p), b = be32(p);
+        uint32_t fam = a < b ? a : b;
+        *l3 = 4;
+        return fam == 2 ? NET_IPV4 : (fam == 24 || fam == 28 || fam == 30) ? NET_IPV6 : NET_NONE;
+    }
+    default:
+        return NET_DEFER; /* PPP and link types the decoder may learn */
+    }
+}
+
+static inline int ipv6_ext(unsigned nh)
+{
+    switch (nh) {
+    case 0: case 43: case 44: case 51: case 60: case 135: case 139: case 140: case 253: case 254:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* What badsum.wire.ipv6.decode() finds after the fixed header. */
+typedef struct {
+    unsigned proto;
+    size_t upper;
+    int frag; /* a Fragment header was met */
+    unsigned frag_off;
+    int frag_more;
+    int jumbo; /* a Jumbo Payload option was met */
+    uint32_t jumbo_len;
+} ipv6_walk;
+
+static void walk_ipv6(const uint8_t *p, size_t cap, size_t pos, ipv6_walk *w)
+{
+    unsigned nh = p[pos + 6];
+    size_t c = pos + 40;
+    memset(w, 0, sizeof *w);
+    for (int n = 0; ipv6_ext(nh) && n < IPV6_MAX_EXT; n++) {
+        if (nh == 44) {
+            if (cap < c + 8)
+                goto truncated;
+            unsigned fo = be16(p + c + 2);
+            w->frag = 1;
+            w->frag_off = fo & 0xfff8;
+            w->frag_more = fo & 1;
+            nh = p[c];
+            c += 8;
+            if (w->frag_off)
+                break; /* a later fragment: the rest is payload */
+            continue;
+        }
+        if (cap < c + 2)
+            goto truncated;
+        unsigned nxt = p[c], hl = p[c + 1];
+        size_t size = nh == 51 ? ((size_t)hl + 2) * 4 : ((size_t)hl + 1) * 8;
+        if (cap < c + size)
+            goto truncated;
+        if (nh == 0 || nh == 60) {
+            /* TLV options: the last Jumbo Payload (RFC 2675) wins, as in ipv6._options */
+            const uint8_t *body = p + c + 2;
+            size_t len = size - 2;
+            for (size_t i = 0; i < len;) {
+                if (body[i] == 0) {
+                    i++;
+                    continue;
+                }
+                if (i + 1 >= len)
+                    break;
+                size_t ln = body[i + 1];
+                if (i + 2 + ln > len)
+                    break;
+                if (body[i] == 0xc2 && ln == 4) {
+                    w->jumbo = 1;
+                    w->jumbo_len = be32(body + i + 2);
+                }
+                i += 2 + ln;
+            }
+        }
+        c += size;
+        nh = nxt;
+    }
+    w->proto = nh;
+    w->upper = c;
+    return;
+truncated:
+    w->proto = 59; /* ipv6.ext_header_truncated: no upper layer */
+    w->upper = c;
+}
+
+static inline int icmp_error(int v6, unsigned type)
+{
+    return v6 ? (type >= 1 && type <= 4) : (type == 3 || type == 4 || type == 5 || type == 11 || type == 12);
+}
+
+/* The packet an ICMP error quotes at qpos: the q_* fields (facts._quote). */
+static void fact_quote(fact_row *f, const uint8_t *p, size_t cap, size_t qpos, int v6)
+{
+    size_t qend, l4;
+    unsigned proto;
+    int l4_decoded;
+    if (!v6) {
+        if (cap < qpos + 20 || (p[qpos] >> 4) != 4 || (p[qpos] & 0x0f) < 5)
+            return;
+        const uint8_t *h = p + qpos;
+        size_t hlen = (size_t)(h[0] & 0x0f) * 4;
+        unsigned total = be16(h + 2);
+        qend = qpos + (total < hlen ? hlen : total); /* a quote keeps the length it had */
+        l4 = qpos + hlen;
+        proto = h[9];
+        memcpy(f->q_src, h + 12, 4);
+        memcpy(f->q_dst, h + 16, 4);
+        f->q_ipid = (uint16_t)be16(h + 4);
+        f->q_len = (uint16_t)total;
+        f->q_flags = (h[6] & 0x40) ? QF_DF : 0;
+        l4_decoded = (be16(h + 6) & 0x1fff) == 0;
+    } else {
+        if (cap < qpos + 40 || (p[qpos] >> 4) != 6)
+            return;
+        const uint8_t *h = p + qpos;
+        unsigned plen = be16(h + 4);
+        ipv6_walk w;
+        walk_ipv6(p, cap, qpos, &w);
+        if (plen)
+            qend = qpos + 40 + plen;
+        else if (w.jumbo)
+            qend = qpos + 40 + (size_t)w.jumbo_len;
+        else
+            qend = cap;
+        l4 = w.upper;
+        proto = w.proto;
+        memcpy(f->q_src, h + 8, 16);
+        memcpy(f->q_dst, h + 24, 16);
+        f->q_len = (uint16_t)(40 + plen > 0xffff ? 0xffff : 40 + plen);
+        f->q_flags = QF_DF;
+        l4_decoded = !w.frag || w.frag_off == 0;
+    }
+    f->q_proto = (uint8_t)proto;
+    if (!l4_decoded || !(proto == 6 || proto == 17 || proto == 132 || proto == 136))
+        return;
+    size_t n = avail(l4, qend, cap);
+    if (n >= 4) { /* RFC 792: the first 64 bits of the datagram hold the ports */
+        f->q_sport = (uint16_t)be16(p + l4);
+        f->q_dport = (uint16_t)be16(p + l4 + 2);
+    }
+    if (proto == 6 && n >= 8)
+        f->q_seq = be32(p + l4 + 4);
+}
+
+/*
+ * The upper layer of a live IP packet (frame._Decoder.transport). l4: its offset; l4len: the
+ * decoder's l4_length; end: the decoder's `end` bound. Fills the L4 fields, and `next` for VXLAN.
+ */
+static int fact_l4(fact_row *f, const uint8_t *p, size_t cap, int v6, int fragment, int depth,
+                   size_t l4, size_t l4len, size_t end, const uint8_t *port_kind, fact_next *next)
+{
+    size_t n = avail(l4, end, cap);
+    const uint8_t *b = p + l4;
+    switch (f->proto) {
+    case 6:
+        if (n < 18) /* tcp.decode reads through the checksum */
+            return R_DONE;
+        f->sport = (uint16_t)be16(b);
+        f->dport = (uint16_t)be16(b + 2);
+        f->seq = be32(b + 4);
+        f->ack = be32(b + 8);
+        f->tcp_flags = b[13];
+        f->win = (uint16_t)be16(b + 14);
+        {
+            size_t doff = (size_t)(b[12] >> 4) * 4;
+            f->payload = (uint32_t)(l4len > doff ? l4len - doff : 0);
+        }
+        return R_DONE;
+    case 17: {
+        if (n < 8)
+            return R_DONE;
+        f->sport = (uint16_t)be16(b);
+        f->dport = (uint16_t)be16(b + 2);
+        size_t ulen = be16(b + 4);
+        if (ulen == 0)
+            ulen = l4len; /* RFC 2675 jumbo UDP */
+        f->payload = (uint32_t)(ulen > 8 ? ulen - 8 : 0);
+        if (fragment)
+            return R_DONE; /* tunnels are followed in whole datagrams only */
+        unsigned kind = port_kind[f->dport];
+        if (kind == PORT_NONE)
+            return R_DONE;
+        if (kind != PORT_VXLAN)
+            return R_DEFER;
+        /* RFC 7348: an 8-byte header (the decoder does not insist on the I flag), then Ethernet */
+        if (n < 16)
+            return R_DONE;
+        if (depth + 1 >= FACT_MAX_DEPTH)
+            return R_DEFER;
+        next->inner = 1;
+        next->inner_pos = l4 + 16;
+        next->limit = end;
+        return R_DONE;
+    }
+    case 1:
+    case 58: {
+        if ((f->proto == 58) != v6 || n < 4)
+            return R_DONE; /* ICMP in IPv6 or ICMPv6 in IPv4: not decoded */
+        f->icmp_type = b[0];
+        f->icmp_code = b[1];
+        uint32_t rest = n >= 8 ? be32(b + 4) : 0;
+        if (v6 ? b[0] == 2 : (b[0] == 3 && b[1] == 4))
+            f->icmp_mtu = v6 ? rest : (rest & 0xffff);
+        f->payload = (uint32_t)(l4len > 8 ? l4len - 8 : 0);
+        size_t q = l4 + (n >= 8 ? 8 : 4);
+        if (icmp_error(v6, b[0]) && n > q - l4)
+            fact_quote(f, p, cap, q, v6);
+        return R_DONE;
+    }
+    case 4:
+    case 41:
+    case 47:
+    case 136:
+        return R_DEFER; /* IPIP, 6in4, GRE, UDP-Lite: the decoder's */
+    default:
+        return R_DONE; /* IGMP, SCTP, ESP, ...: no fields in a fact */
+    }
+}
+
+/* One live IP packet at `pos`; limit: where the enclosing packet ends (the frame's wire length at
+ * depth 0). R_DONE with f->valid 0 when the decoder finds no packet there. */
+static int fact_ip(fact_row *f, const uint8_t *p, size_t cap, size_t wire, int v6, size_t pos,
+                   size_t limit, int depth, const uint8_t *port_kind, fact_next *next)
+{
+    size_t end, l4;
+    int fragment, decode_l4;
+    next->inner = 0;
+    if (!v6) {
+        if (cap < pos + 20 || (p[pos] >> 4) != 4 || (p[pos] & 0x0f) < 5)
+            return R_DONE;
+        const uint8_t *h = p + pos;
+        size_t hlen = (size_t)(h[0] & 0x0f) * 4;
+        size_t total = be16(h + 2);
+        unsigned ff = be16(h + 6);
+        if (total == 0)
+            end = limit; /* TSO/LSO: the frame's length is the packet's */
+        else
+            end = pos + (total < hlen ? hlen : total);
+        l4 = pos + hlen;
+        f->ipver = 4;
+        f->proto = h[9];
+        memcpy(f->src, h + 12, 4);
+        memcpy(f->dst, h + 16, 4);
+        f->ipid = (uint16_t)be16(h + 4);
+        f->ip_len = (uint32_t)(total ? total : wire > pos ? wire - pos : 0);
+        f->ip_flags = (ff & 0x4000 ? IPF_DF : 0) | (ff & 0x3fff ? IPF_FRAGMENT : 0) |
+                      (ff & 0x1fff ? IPF_LATER_FRAGMENT : 0);
+        fragment = (ff & 0x3fff) != 0;
+        decode_l4 = (ff & 0x1fff) == 0;
+    } else {
+        if (cap < pos + 40 || (p[pos] >> 4) != 6)
+            return R_DONE;
+        const uint8_t *h = p + pos;
+        size_t plen = be16(h + 4);
+        ipv6_walk w;
+        walk_ipv6(p, cap, pos, &w);
+        if (plen)
+            end = pos + 40 + plen;
+        else if (w.jumbo)
+            end = pos + 40 + (size_t)w.jumbo_len;
+        else
+            end = limit; /* BIG TCP/GSO as captured */
+        l4 = w.upper;
+        f->ipver = 6;
+        f->proto = (uint8_t)w.proto;
+        memcpy(f->src, h + 8, 16);
+        memcpy(f->dst, h + 24, 16);
+        if (w.jumbo) {
+            uint64_t len = 40 + (uint64_t)w.jumbo_len;
+            f->ip_len = len > 0xffffffffu ? 0xffffffffu : (uint32_t)len;
+        } else {
+            f->ip_len = (uint32_t)(plen ? 40 + plen : wire > pos ? wire - pos : 0);
+        }
+        f->ip_flags = IPF_DF | (w.frag ? IPF_FRAGMENT : 0) | (w.frag_off ? IPF_LATER_FRAGMENT : 0);
+        fragment = w.frag && (w.frag_more || w.frag_off);
+        decode_l4 = !w.frag || w.frag_off == 0;
+    }
+    f->valid = 1;
+    f->depth = (uint8_t)depth;
+    if (!decode_l4)
+        return R_DONE;
+    size_t l4len = end > l4 ? end - l4 : 0;
+    return fact_l4(f, p, cap, v6, fragment, depth, l4, l4len, min_sz(end, limit), port_kind, next);
+}
+
+/* The fact of one frame: the innermost live packet, with the outermost's length and DF. */
+static int fact_packet(fact_row *f, unsigned linktype, const uint8_t *p, size_t cap, size_t wire,
+                       const uint8_t *port_kind)
+{
+    size_t l3 = 0;
+    int net = fact_link(linktype, p, cap, &l3);
+    if (net != NET_IPV4 && net != NET_IPV6)
+        return net == NET_DEFER ? R_DEFER : R_DONE;
+    fact_next next;
+    if (fact_ip(f, p, cap, wire, net == NET_IPV6, l3, wire, 0, port_kind, &next) != R_DONE)
+        return R_DEFER;
+    if (!f->valid)
+        return R_DONE;
+    uint32_t outer_len = f->ip_len;
+    uint8_t outer_df = f->ipver == 6 || (f->ip_flags & IPF_DF);
+    for (int depth = 1; next.inner; depth++) {
+        /* VXLAN: inner Ethernet read within the datagram's bound; its IP header only within the capture */
+        size_t bound = min_sz(next.limit, cap), pos = next.inner_pos;
+        if (bound < pos + 14)
+            break;
+        net = fact_ethertype(be16(p + pos + 12), p, bound, pos + 14, &l3);
+        if (net == NET_DEFER)
+            return R_DEFER;
+        if (net == NET_NONE)
+            break;
+        fact_row inner;
+        memset(&inner, 0, sizeof inner);
+        fact_next deeper;
+        if (fact_ip(&inner, p, cap, wire, net == NET_IPV6, l3, next.limit, depth, port_kind, &deeper) != R_DONE)
+            return R_DEFER;
+        if (!inner.valid)
+            break;
+        inner.frame = f->frame;
+        inner.ts_ns = f->ts_ns;
+        inner.ip_flags |= IPF_UDP_TUNNEL;
+        *f = inner;
+        next = deeper;
+    }
+    f->outer_len = outer_len;
+    if (outer_df)
+        f->ip_flags |= IPF_OUTER_DF;
+    return R_DONE;
+}
+
+static void write_fact(uint8_t *dst, const fact_row *r)
+{
+#if HOST_BIG_ENDIAN
+    fact_row o = *r;
+    o.frame = to_le64(o.frame);
+    o.ts_ns = (int64_t)to_le64((uint64_t)o.ts_ns);
+    o.seq = to_le32(o.seq);
+    o.ack = to_le32(o.ack);
+    o.payload = to_le32(o.payload);
+    o.ip_len = to_le32(o.ip_len);
+    o.outer_len = to_le32(o.outer_len);
+    o.icmp_mtu = to_le32(o.icmp_mtu);
+    o.q_seq = to_le32(o.q_seq);
+    o.sport = to_le16(o.sport);
+    o.dport = to_le16(o.dport);
+    o.ipid = to_le16(o.ipid);
+    o.q_sport = to_le16(o.q_sport);
+    o.q_dport = to_le16(o.q_dport);
+    o.q_ipid = to_le16(o.q_ipid);
+    o.q_len = to_le16(o.q_len);
+    o.win = to_le16(o.win);
+    memcpy(dst, &o, sizeof o);
+#else
+    memcpy(dst, r, sizeof *r);
+#endif
+}
+
+typedef struct {
+    const uint8_t *buf;
+    size_t buf_len;
+    const int64_t *offset;
+    const uint32_t *caplen, *origlen;
+    const uint16_t *linktype;
+    const int64_t *ts_ns;
+    const uint8_t *port_kind;
+    size_t n;
+    uint64_t first_frame;
+    uint8_t *out;
+    uint32_t *deferred;
+} facts_args;
+
+/* The loop the GIL is released around. Returns the number of deferred packets. */
+static size_t facts_loop(const facts_args *a)
+{
+    size_t nd = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        /* Only headers are read, one or two cache lines per packet, far apart: without a hint
+         * each is a miss to memory, and the loop would wait on them one after another. */
+        if (i + FACT_PREFETCH < a->n) {
+            int64_t ahead = a->offset[i + FACT_PREFETCH];
+            if (ahead >= 0 && (uint64_t)ahead + 128 <= a->buf_len) {
+                __builtin_prefetch(a->buf + ahead);
+                __builtin_prefetch(a->buf + ahead + 64);
+            }
+        }
+        fact_row f;
+        memset(&f, 0, sizeof f);
+        f.frame = a->first_frame + i;
+        f.ts_ns = a->ts_ns[i];
+        int64_t off = a->offset[i];
+        size_t cap = a->caplen[i], orig = a->origlen[i];
+        int r = R_DEFER;
+        if (off >= 0 && (uint64_t)off <= a->buf_len && cap <= a->buf_len - (size_t)off)
+            r = fact_packet(&f, a->linktype[i], a->buf + off, cap, orig > cap ? orig : cap, a->port_kind);
+        if (r == R_DEFER) {
+            memset(&f, 0, sizeof f); /* nothing half-filled: the caller fills this row */
+            f.frame = a->first_frame + i;
+            f.ts_ns = a->ts_ns[i];
+            a->deferred[nd++] = (uint32_t)i;
+        }
+        write_fact(a->out + sizeof(fact_row) * i, &f);
+    }
+    return nd;
+}
+
 /* ---- argument checking ---- */
 
 /* Does a struct-module format describe a native-order integer of this size and signedness? */
@@ -841,13 +1409,108 @@ PyDoc_STRVAR(scan_doc,
 "(int64[8]) accumulate. Stops early, before packet next_index, when `issues` lacks room for\n"
 "that packet's rows; nothing of that packet has been counted then.");
 
+static PyObject *fastscan_facts(PyObject *self, PyObject *args)
+{
+    PyObject *o_buf, *o_offset, *o_caplen, *o_origlen, *o_linktype, *o_ts, *o_first, *o_ports, *o_out,
+        *o_deferred;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOO:facts", &o_buf, &o_offset, &o_caplen, &o_origlen,
+                          &o_linktype, &o_ts, &o_first, &o_ports, &o_out, &o_deferred))
+        return NULL;
+
+    facts_args a;
+    memset(&a, 0, sizeof a);
+    a.first_frame = PyLong_AsUnsignedLongLong(o_first);
+    if (a.first_frame == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "first_frame must be a non-negative int");
+        return NULL;
+    }
+
+    held_views h = {.n = 0};
+    Py_buffer *buf, *offset, *caplen, *origlen, *linktype, *ts, *ports, *out, *deferred;
+    PyObject *result = NULL;
+    if (PyObject_GetBuffer(o_buf, &h.views[0], PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "buf must be a contiguous bytes-like object (got %.100s)",
+                     Py_TYPE(o_buf)->tp_name);
+        return NULL;
+    }
+    buf = &h.views[h.n++];
+    if (!(offset = get_view(&h, o_offset, "offset", 8, 1, 0)) ||
+        !(caplen = get_view(&h, o_caplen, "caplen", 4, 0, 0)) ||
+        !(origlen = get_view(&h, o_origlen, "origlen", 4, 0, 0)) ||
+        !(linktype = get_view(&h, o_linktype, "linktype", 2, 0, 0)) ||
+        !(ts = get_view(&h, o_ts, "ts_ns", 8, 1, 0)) ||
+        !(ports = get_view(&h, o_ports, "port_kind", 1, 0, 0)) ||
+        !(out = get_view(&h, o_out, "out", 0, -1, 1)) ||
+        !(deferred = get_view(&h, o_deferred, "deferred", 4, 0, 1)))
+        goto done;
+
+    Py_ssize_t n = offset->len / 8;
+    if (caplen->len / 4 != n || origlen->len / 4 != n || linktype->len / 2 != n || ts->len / 8 != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset, caplen, origlen, linktype and ts_ns must have the same length "
+                     "(%zd, %zd, %zd, %zd, %zd)",
+                     n, caplen->len / 4, origlen->len / 4, linktype->len / 2, ts->len / 8);
+        goto done;
+    }
+    if (n > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a batch holds at most 2**32-1 packets");
+        goto done;
+    }
+    if (ports->len != 65536) {
+        PyErr_Format(PyExc_ValueError, "port_kind must have 65536 entries (got %zd)", ports->len);
+        goto done;
+    }
+    if ((out->itemsize != 1 && out->itemsize != (Py_ssize_t)sizeof(fact_row)) ||
+        out->len != n * (Py_ssize_t)sizeof(fact_row)) {
+        PyErr_Format(PyExc_ValueError, "out must be an array of %zd %d-byte FACTS_DTYPE rows",
+                     n, (int)sizeof(fact_row));
+        goto done;
+    }
+    if (deferred->len / 4 < n) {
+        PyErr_Format(PyExc_ValueError, "deferred needs room for %zd indices, has %zd", n,
+                     deferred->len / 4);
+        goto done;
+    }
+
+    a.buf = buf->buf;
+    a.buf_len = (size_t)buf->len;
+    a.offset = offset->buf;
+    a.caplen = caplen->buf;
+    a.origlen = origlen->buf;
+    a.linktype = linktype->buf;
+    a.ts_ns = ts->buf;
+    a.port_kind = ports->buf;
+    a.n = (size_t)n;
+    a.out = out->buf;
+    a.deferred = deferred->buf;
+
+    size_t n_deferred;
+    Py_BEGIN_ALLOW_THREADS
+    n_deferred = facts_loop(&a);
+    Py_END_ALLOW_THREADS
+    result = PyLong_FromSsize_t((Py_ssize_t)n_deferred);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(facts_doc,
+"facts(buf, offset, caplen, origlen, linktype, ts_ns, first_frame, port_kind, out, deferred)\n"
+"     -> n_deferred\n"
+"\n"
+"The packet fact (badsum.flows.facts.FACTS_DTYPE) of every packet of a batch, into `out` (one\n"
+"row per packet). Packets it leaves to `fact_of_frame` are listed at the beginning of `deferred`\n"
+"(uint32 batch indices); their rows hold only frame and ts_ns.");
+
 static PyMethodDef fastscan_methods[] = {
     {"scan", fastscan_scan, METH_VARARGS, scan_doc},
+    {"facts", fastscan_facts, METH_VARARGS, facts_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef fastscan_module = {
-    PyModuleDef_HEAD_INIT, "_fastscan", "The checksum scanner's C fast path.", -1, fastscan_methods,
+    PyModuleDef_HEAD_INIT, "_fastscan", "The checksum scanner's and the packet-facts extractor's C fast path.", -1, fastscan_methods,
     NULL, NULL, NULL, NULL,
 };
 
@@ -860,7 +1523,8 @@ PyMODINIT_FUNC PyInit__fastscan(void)
         PyModule_AddIntConstant(m, "ISSUE_SIZE", (long)sizeof(issue_row)) < 0 ||
         PyModule_AddIntConstant(m, "MAX_DEPTH", MAX_DEPTH) < 0 ||
         PyModule_AddIntConstant(m, "N_LAYERS", N_LAYERS) < 0 ||
-        PyModule_AddIntConstant(m, "N_STATUS", N_STATUS) < 0) {
+        PyModule_AddIntConstant(m, "N_STATUS", N_STATUS) < 0 ||
+        PyModule_AddIntConstant(m, "FACT_SIZE", (long)sizeof(fact_row)) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -4,6 +4,10 @@ Batches come from the reader in order. The C scanner (GIL released) judges the c
 with `jobs > 1` several batches are scanned at once on threads. The packets it defers go through
 the detailed decoder in capture order (reassembly needs that order). Each batch's non-ok rows go
 to the sinks in frame order, then are dropped: memory does not grow with the capture.
+
+Beside the checksums, each batch's packet facts (badsum.flows.facts, extracted on the same worker
+threads) and non-ok rows feed the flow analysis, in frame order, which keeps bounded tables and
+turns them into symptoms at the end (SYN ladders, PMTU, icmp-only ...).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from badsum.checksum.verdict import (
     Status,
     VerdictFlag,
 )
+from badsum.flows.analyzer import FlowAnalyzer
+from badsum.flows.extract import FactExtractor
+from badsum.flows.symptom import Symptom
 from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
 from badsum.scan.flowtable import FlowTable
 from badsum.scan.rows import merge_sorted, verdicts_to_rows
@@ -54,6 +61,8 @@ class ScanConfig:
     """Threads for the fast path."""
     fast: bool = True
     """False: every packet through the detailed decoder (the reference path)."""
+    symptoms: bool = True
+    """Run the flow analysis (SYN ladders, PMTU, icmp-only ...) beside the checksums."""
 
 
 @dataclass(slots=True)
@@ -71,6 +80,10 @@ class ScanSummary:
     issue_examples: list[tuple[int, str]] = field(default_factory=list)
     flows: FlowTable = field(default_factory=FlowTable)
     inbound_partial: int = 0
+    symptoms: list[Symptom] = field(default_factory=list)
+    """What the flow analysis concluded (empty when it did not run)."""
+    flow_stats: dict[str, int] = field(default_factory=dict)
+    """The flow analysis' own bookkeeping (flows tracked, evicted ...)."""
 
     def status_total(self, status: Status) -> int:
         return int(self.counts[:, :, int(status)].sum())
@@ -86,37 +99,44 @@ class Scanner:
         self.fast = FastScanner(port_table(extra_vxlan=config.vxlan_ports)) if config.fast else None
         self.judge = DetailedJudge(self.ports)
         self.summary = ScanSummary()
+        self.facts = FactExtractor(config.vxlan_ports, fast=config.fast) if config.symptoms else None
+        self.analyzer = FlowAnalyzer() if config.symptoms else None
 
     def run(self, batches: Iterable[Batch], progress: Callable[[Batch], None] | None = None) -> ScanSummary:
-        for batch, fast in self._fast_results(batches):
-            self._finish_batch(batch, fast)
+        for batch, (fast, facts) in self._fast_results(batches):
+            self._finish_batch(batch, fast, facts)
             if progress is not None:
                 progress(batch)
         late = verdicts_to_rows(self.judge.expired(final=True))
         self._emit_late(late)
+        if self.analyzer is not None:
+            self.summary.symptoms = self.analyzer.finish()
+            self.summary.flow_stats = dict(self.analyzer.stats)
         return self.summary
 
-    def _fast_results(self, batches: Iterable[Batch]) -> Iterator[tuple[Batch, FastResult | None]]:
-        if self.fast is None:
-            for b in batches:
-                yield b, None
-            return
+    def _work(self, batch: Batch) -> tuple[FastResult | None, np.ndarray | None]:
+        """The per-batch work that needs no order: it runs on the worker threads with --jobs."""
+        fast = self.fast.scan(batch) if self.fast is not None else None
+        facts = self.facts.extract(batch) if self.facts is not None else None
+        return fast, facts
+
+    def _fast_results(self, batches: Iterable[Batch]) -> Iterator[tuple[Batch, tuple[FastResult | None, np.ndarray | None]]]:
         if self.config.jobs <= 1:
             for b in batches:
-                yield b, self.fast.scan(b)
+                yield b, self._work(b)
             return
         # A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
         with ThreadPoolExecutor(max_workers=self.config.jobs, thread_name_prefix="badsum-scan") as pool:
-            window: list[tuple[Batch, Future[FastResult]]] = []
+            window: list[tuple[Batch, Future]] = []
             for b in batches:
-                window.append((b, pool.submit(self.fast.scan, b)))
+                window.append((b, pool.submit(self._work, b)))
                 if len(window) > self.config.jobs:
                     first, fut = window.pop(0)
                     yield first, fut.result()
             for b, fut in window:
                 yield b, fut.result()
 
-    def _finish_batch(self, batch: Batch, fast: FastResult | None) -> None:
+    def _finish_batch(self, batch: Batch, fast: FastResult | None, facts: np.ndarray | None = None) -> None:
         s = self.summary
         n = len(batch)
         s.packets += n
@@ -136,6 +156,8 @@ class Scanner:
         rows = merge_sorted(parts)
         late = verdicts_to_rows(self.judge.expired())
         self._account(batch, rows)
+        if self.analyzer is not None and facts is not None:
+            self.analyzer.feed(facts, rows)
         for sink in self.sinks:
             sink.rows(batch, rows)
         self._emit_late(late)
