@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("--out", metavar="DIR", help="keep each cell's capture (pcapng with kernel status) in DIR")
     p.add_argument("--prefix", metavar="PREFIX", help="object prefix (bs + 6 hex digits; default random)")
+    p.add_argument("--state-file", metavar="FILE",
+                   help="also write the result (the --json envelope, with data.finished_at) to FILE, atomically; "
+                        "`badsum exporter` reads it")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -53,12 +56,36 @@ def run(args: argparse.Namespace) -> int:
         _say(str(e))
         return 3
     code = {"PASS": 0, "FAIL": 1, "UNKNOWN": 3}[report.status]
+    if args.state_file and not write_state(args.state_file, report):
+        code = 3
     if args.json:
         errors = [{"code": "canary.undecided", "message": f"{o.datapath}: {o.why}"} for o in report.outcomes if o.status == "UNKNOWN"]
         print(Envelope("canary", STATUS[report.status], report.as_dict(), errors).to_json())
     else:
         print(render(report), end="")
     return code
+
+
+def write_state(path: str, report: canary.CanaryReport) -> bool:
+    """The result for `badsum exporter`: written to a temporary file and renamed, never half-written."""
+    import os
+    import time
+
+    doc = Envelope("canary", STATUS[report.status], report.as_dict() | {"finished_at": time.time()}).to_json()
+    tmp = f"{path}.{os.getpid()}.part"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(doc + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        _say(f"cannot write {path}: {e.strerror or e}")
+        return False
+    return True
 
 
 def render(report: canary.CanaryReport) -> str:

@@ -25,13 +25,15 @@ EXIT_BROKEN_PIPE = 141
 #: `--help` lists them, with its one-line summary. A run imports only the module of the command it
 #: runs: `badsum pcap` must not pay for the lab, doctor and fix machinery at start-up.
 COMMANDS: dict[str, str] = {
-    "pcap": "verify and classify every checksum in a capture (pcap/pcapng, gzip, stdin)",
+    "pcap": "verify every checksum in a capture and find the symptoms (SYN ladders, PMTU, ping-only)",
     "capture": "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status",
     "trace": "line up the same packet across capture points and name the first hop where it went bad",
     "doctor": "snapshot this host's namespaces and check them against the known checksum and MTU issues",
     "fix": "plan (and with --apply make, journal and undo) the narrowest change for each finding",
     "lab": "reproduce known incidents on the real kernel in throwaway namespaces",
     "canary": "test this host's datapaths and offload settings in throwaway namespaces (pass/fail)",
+    "exporter": "serve this host's checksum counters, drops, offloads, MTUs and findings as Prometheus metrics",
+    "watch": "live per-namespace checksum and fragmentation counter deltas, and kernel drops by reason",
 }
 
 EPILOG = """\

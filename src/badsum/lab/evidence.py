@@ -3,12 +3,7 @@
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
-from collections import Counter
-from pathlib import Path
-
+from badsum.host import drops
 from badsum.host.counters import CSUM_COUNTERS, flatten_nstat
 from badsum.lab.runner import CommandError, run
 
@@ -35,12 +30,21 @@ def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     return {k: after.get(k, 0) - before.get(k, 0) for k in after}
 
 
-TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-_LINE = re.compile(r"kfree_skb:.*?protocol=(?P<proto>\d+)\s+location=(?P<loc>\S+).*?reason: (?P<reason>\w+)")
+TRACEFS_CANDIDATES = drops.TRACEFS_CANDIDATES
+
+
+def _command(argv: list[str]) -> str | None:
+    """mount/umount for the tracer, through the lab's runner (tests replace `run` to fake a kernel)."""
+    try:
+        run(argv, timeout=10)
+    except CommandError as e:
+        return e.detail
+    return None
 
 
 class DropTracer:
-    """Records `skb:kfree_skb` into a tracefs instance of our own, then removes it.
+    """Records `skb:kfree_skb` into a tracefs instance of our own, then removes it
+    (host/drops.py's DropWatch, read once at the end of the run).
 
     Drops are host-wide (the tracepoint has no namespace); during a lab the lab's traffic
     dominates, and the caller joins them with per-namespace counters.
@@ -48,73 +52,31 @@ class DropTracer:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.root: str | None = None
-        self.mounted: str | None = None
-        self.instance: str | None = None
+        self._watch: drops.DropWatch | None = None
         self.why_not: str | None = None
 
-    def start(self) -> bool:
-        root = next((r for r in TRACEFS_CANDIDATES if os.path.isdir(os.path.join(r, "instances"))), None)
-        if root is None:
-            # Not mounted: mount it on a private directory, never on the system's path, so that
-            # unmounting it afterwards cannot pull tracefs from under the host or a concurrent lab.
-            mnt = tempfile.mkdtemp(prefix=f"{self.name}-tracefs-")
-            try:
-                run(["mount", "-t", "tracefs", "nodev", mnt], timeout=10)
-            except CommandError as e:
-                os.rmdir(mnt)
-                self.why_not = f"tracefs not available: {e.detail}"
-                return False
-            root = self.mounted = mnt
-        event = os.path.join(root, "events", "skb", "kfree_skb")
-        if not os.path.isdir(event):
-            self.why_not = "this kernel has no skb:kfree_skb tracepoint"
-            self.stop()  # unmount what we mounted
-            return False
-        self.root = root
-        self.instance = os.path.join(root, "instances", self.name)
-        try:
-            os.mkdir(self.instance)
-            self._write("buffer_size_kb", "4096")
-            self._write("events/skb/kfree_skb/enable", "1")
-        except OSError as e:
-            self.why_not = f"cannot create tracefs instance: {e}"
-            self.stop()
-            return False
-        return True
+    @property
+    def instance(self) -> str | None:
+        return self._watch.instance if self._watch else None
 
-    def _write(self, rel: str, value: str) -> None:
-        assert self.instance
-        with open(os.path.join(self.instance, rel), "w") as f:
-            f.write(value)
+    @property
+    def mounted(self) -> str | None:
+        return self._watch.mounted if self._watch else None
+
+    def start(self) -> bool:
+        # The candidates are read at start, not import: tests point them at a kernel without tracefs.
+        self._watch = drops.DropWatch(self.name, candidates=TRACEFS_CANDIDATES, command=_command)
+        ok = self._watch.start()
+        self.why_not = self._watch.why_not
+        return ok
 
     def collect(self) -> list[dict]:
         """Drops by reason, protocol and kernel location, most first."""
-        if not self.instance:
+        if not self._watch or not self._watch.instance:
             return []
-        try:
-            self._write("events/skb/kfree_skb/enable", "0")
-            text = Path(self.instance, "trace").read_text(errors="replace")
-        except OSError:
-            return []
-        c: Counter = Counter()
-        for m in _LINE.finditer(text):
-            loc = m.group("loc").split("+")[0]
-            c[(m.group("reason"), int(m.group("proto")), loc)] += 1
-        return [{"reason": r, "protocol": p, "location": loc, "count": n} for (r, p, loc), n in c.most_common()]
+        return [{"reason": d.reason, "protocol": d.protocol, "location": d.location, "count": d.count}
+                for d in self._watch.read()]  # fmt: skip
 
     def stop(self) -> None:
-        if self.instance and os.path.isdir(self.instance):
-            try:
-                self._write("events/skb/kfree_skb/enable", "0")
-            except OSError:
-                pass
-            try:
-                os.rmdir(self.instance)
-            except OSError:
-                pass
-        self.instance = None
-        if self.mounted:
-            if run(["umount", self.mounted], check=False, timeout=10).returncode == 0:
-                os.rmdir(self.mounted)
-            self.mounted = None
+        if self._watch:
+            self._watch.stop()

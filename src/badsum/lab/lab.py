@@ -208,6 +208,7 @@ class Lab:
         """tcpdump at every point (label -> (namespace, device)) for the duration of the block;
         afterwards each becomes one pcapng named after its point (and `tag`, e.g. the phase)."""
         raw: dict[str, tuple[Background, Path]] = {}
+        macs = {label: _mac(ns, dev) for label, (ns, dev) in points.items()}
         for label, (ns, dev) in points.items():
             safe = (f"{tag}-" if tag else "") + label.replace(":", "_").replace("/", "_")
             safe = safe.replace(" ", "-")
@@ -224,7 +225,7 @@ class Lab:
             time.sleep(0.2)  # let the last packets leave the capture buffers
             for label, (p, path) in raw.items():
                 p.stop(signal.SIGINT)
-                result[label] = _to_pcapng(path, label)
+                result[label] = _to_pcapng(path, label, macs[label])
 
 
 def _stdout(p: Background) -> str:
@@ -239,19 +240,47 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise _Terminated()
 
 
-def _to_pcapng(pcap: Path, label: str) -> Path:
-    """One pcapng per point, its interface named after the point (independent tools open it)."""
+def _mac(ns: str, dev: str) -> bytes | None:
+    """The device's own MAC address (None for devices without one, or when it cannot be read)."""
+    try:
+        links = json.loads(run(["ip", "-j", "link", "show", "dev", dev], ns=ns, timeout=10).stdout or "[]")
+        return bytes.fromhex(links[0]["address"].replace(":", "")) if links else None
+    except (CommandError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def _direction(frame: bytes, mac: bytes | None) -> int:
+    """pcapng direction (1 inbound, 2 outbound, 0 unknown) of an Ethernet frame seen on a device
+    with this MAC: what the kernel would have said (PACKET_HOST / PACKET_OUTGOING). tcpdump's pcap
+    files lose it, and the symptom detectors need it: a partial checksum is normal on a packet
+    leaving, a fault on one that arrived and had to be sent again (KB-005)."""
+    if mac is None or len(frame) < 12:
+        return 0
+    if frame[6:12] == mac:
+        return 2
+    if frame[0:6] == mac:
+        return 1
+    return 0
+
+
+def _to_pcapng(pcap: Path, label: str, mac: bytes | None = None) -> Path:
+    """One pcapng per point, its interface named after the point (independent tools open it),
+    with each Ethernet frame's direction from the device's own MAC."""
     from badsum.capture import open_capture
+    from badsum.capture.linktypes import LINKTYPE_ETHERNET
     from badsum.capture.pcapng_writer import PcapngWriter
 
     out = pcap.with_suffix(".pcapng")
     if not pcap.exists() or pcap.stat().st_size < 24:
         return pcap
     with open_capture(pcap) as reader, PcapngWriter(out) as w:
-        iface = w.add_interface(reader.interfaces[0].linktype, name=label)
+        linktype = reader.interfaces[0].linktype
+        iface = w.add_interface(linktype, name=label)
         for b in reader:
             for i in range(len(b)):
-                w.write_packet(iface, b.packet(i), ts_ns=int(b.ts_ns[i]), origlen=int(b.origlen[i]))
+                data = b.packet(i)
+                d = _direction(data, mac) if linktype == LINKTYPE_ETHERNET else 0
+                w.write_packet(iface, data, ts_ns=int(b.ts_ns[i]), origlen=int(b.origlen[i]), direction=d)
     pcap.unlink()
     return out
 

@@ -1,0 +1,120 @@
+"""What `badsum watch` shows people: a refreshing view on a terminal, plain blocks otherwise.
+
+Both lead with the answer (`TCP_CSUM drops: 4 in bs1234-c2 (tcp_v4_rcv)`), then only what moved
+unless `--all`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from badsum.host.counters import CSUM_COUNTERS
+
+
+def _where(ns: str | None) -> str:
+    return f"in {ns}" if ns else "host-wide"
+
+
+def headline(drops: list[dict[str, Any]], counters: dict[str, dict[str, int]], n_ns: int) -> str:
+    """The answer first: checksum drops by reason and namespace, else checksum counters, else quiet."""
+    csum: dict[tuple[str, str | None], tuple[int, list[str]]] = {}
+    for d in drops:
+        if d["reason"].endswith("_CSUM"):
+            n, locs = csum.get((d["reason"], d["namespace"]), (0, []))
+            csum[(d["reason"], d["namespace"])] = (n + d["count"], locs + [d["location"]] * (d["location"] not in locs))
+    if csum:
+        parts = [f"{r} drops: {n} {_where(ns)} ({', '.join(locs)})"
+                 for (r, ns), (n, locs) in sorted(csum.items(), key=lambda kv: -kv[1][0])]  # fmt: skip
+        return "; ".join(parts)
+    moved = [f"{k} +{v} in {ns}" for ns, c in counters.items() for k, v in c.items() if k in CSUM_COUNTERS and v]
+    if moved:
+        return "checksum errors: " + "; ".join(moved)
+    return f"no checksum errors or drops in {n_ns} namespace{'s' if n_ns != 1 else ''}"
+
+
+def _interval_counters(record: dict[str, Any]) -> dict[str, dict[str, int]]:
+    return {ns["id"]: ns["deltas"] or {} for ns in record["namespaces"]}
+
+
+def _drop_row(d: dict[str, Any]) -> str:
+    where = d.get("namespace") or "host-wide"
+    return f"  {d['count']:>7}  {d['reason']:<22} {d['protocol_name']:<7} {d['location']:<28} {where}"
+
+
+def text_block(record: dict[str, Any], show_all: bool) -> str:
+    """One interval, for a pipe or a file: a headline and what moved."""
+    when = time.strftime("%H:%M:%S", time.localtime(record["end"]))
+    counters = _interval_counters(record)
+    lines = [f"[{when}] #{record['seq']} " + headline(record["drops"], counters, len(counters))]
+    for ns in record["namespaces"]:
+        if ns["state"] not in ("ok", "new"):
+            lines.append(f"  {ns['id']}: {ns['state']}" + (f" ({ns['error']})" if ns["error"] else ""))
+            continue
+        shown = {k: v for k, v in (ns["deltas"] or {}).items() if v or show_all}
+        label = f"{ns['id']} (new)" if ns["state"] == "new" else ns["id"]
+        if shown or ns["state"] == "new":
+            lines.append(f"  {label}: " + (" ".join(f"{k} +{v}" for k, v in shown.items()) or "nothing moved"))
+    lines += [_drop_row(d) for d in record["drops"]]
+    if record["drops_lost"]:
+        lines.append(f"  ({record['drops_lost']} drop events lost: the trace buffer overflowed)")
+    return "\n".join(lines)
+
+
+def summary_text(s: dict[str, Any]) -> str:
+    lines = [f"badsum watch: {s['intervals']} interval{'s' if s['intervals'] != 1 else ''}, "
+             + headline(s["drops"], s["counters"], len(s["namespaces"]))]  # fmt: skip
+    for ns, c in s["counters"].items():
+        lines.append(f"  {ns}: " + " ".join(f"{k} +{v}" for k, v in c.items()))
+    lines += [_drop_row(d) for d in s["drops"]]
+    how = {"counter-join": "drops are host-wide; a drop is put in a namespace when only that namespace's "
+           "matching counter moved in the same interval", None: f"drops not traced: {s['drops_note']}"}  # fmt: skip
+    lines.append(f"  ({how.get(s['drops_method'], s['drops_method'])})")
+    return "\n".join(lines)
+
+
+def open_live() -> Any:
+    from rich.live import Live
+
+    live = Live(auto_refresh=False, redirect_stderr=False, transient=False)
+    live.start()
+    return live
+
+
+def live_view(totals: Any, record: dict[str, Any], show_all: bool, started: float) -> Any:
+    """Totals since the start and the last interval, most important first."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    counters: dict[str, dict[str, int]] = {}
+    for (ns, k), v in totals.counters.items():
+        counters.setdefault(ns, {})[k] = v
+    drops = [{"reason": r, "protocol": p, "location": loc, "namespace": ns, "count": n}
+             for (r, p, loc, ns), n in totals.drops.items()]  # fmt: skip
+    last = _interval_counters(record)
+    head = headline(drops, counters, len(last))
+    elapsed = time.time() - started
+    title = Text(head, style="bold red" if totals.findings else "bold green")
+    sub = Text(f"{totals.intervals} intervals, {elapsed:.0f} s, {len(last)} namespaces; Ctrl-C stops", style="dim")
+    t = Table(title="counters (since start / last interval)", title_justify="left", expand=False)
+    for col in ("namespace", "counter", "total", "last"):
+        t.add_column(col, justify="right" if col in ("total", "last") else "left")
+    for ns in record["namespaces"]:
+        if ns["state"] not in ("ok", "new"):
+            t.add_row(ns["id"], ns["state"], "", ns["error"] or "")
+        for k, v in (ns["deltas"] or {}).items():
+            total = counters.get(ns["id"], {}).get(k, 0)
+            if total or v or show_all:
+                style = "red" if k in CSUM_COUNTERS and total else ""
+                t.add_row(ns["id"], k, str(total), f"+{v}", style=style)
+    d = Table(title="drops since start (reason, protocol, kernel location, namespace)", title_justify="left")
+    for col in ("count", "reason", "protocol", "location", "namespace"):
+        d.add_column(col, justify="right" if col == "count" else "left")
+    from badsum.host.drops import protocol_name
+
+    for x in sorted(drops, key=lambda x: -x["count"])[:20]:
+        style = "red" if x["reason"].endswith("_CSUM") else ""
+        d.add_row(str(x["count"]), x["reason"], protocol_name(x["protocol"]), x["location"], x["namespace"] or "host-wide",
+                  style=style)  # fmt: skip
+    return Group(title, sub, t, d)
