@@ -18,16 +18,15 @@ import numpy as np
 
 from badsum.checksum.verdict import Flow
 from badsum.flows.facts import (
-    _M1,
     FACTS_DTYPE,
     PROTO_ICMP,
     PROTO_ICMPV6,
     PROTO_TCP,
     PROTO_UDP,
     TCP_SYN,
-    _mix,
 )
 from badsum.flows.symptom import MAX_EVIDENCE, Evidence
+from badsum.scan import _fastscan
 
 U32 = 0xFFFFFFFF
 HALF = 0x80000000
@@ -178,27 +177,26 @@ def addr_words(facts: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return w[:, 0], w[:, 1]
 
 
-def flow_keys(facts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Same keys as badsum.flows.facts.flow_keys (a test holds them equal), computed faster."""
-    with np.errstate(over="ignore"):
-        s0, s1 = addr_words(facts, "src")
-        d0, d1 = addr_words(facts, "dst")
-        ks = _mix(_mix(s0 * _M1 ^ s1) ^ facts["sport"].astype(np.uint64))
-        kd = _mix(_mix(d0 * _M1 ^ d1) ^ facts["dport"].astype(np.uint64))
-        lo, hi = np.minimum(ks, kd), np.maximum(ks, kd)
-        key = _mix(lo * _M1 ^ hi ^ (facts["proto"].astype(np.uint64) << np.uint64(56)))
-    return key, (ks > kd).astype(np.uint8)
+def _keys(facts: np.ndarray, idx: np.ndarray | None, host_pair: bool) -> tuple[np.ndarray, np.ndarray]:
+    facts = np.ascontiguousarray(facts)
+    if idx is not None:
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+    m = len(facts) if idx is None else len(idx)
+    key, direction = np.empty(m, dtype=np.uint64), np.empty(m, dtype=np.uint8)
+    if m:
+        _fastscan.flow_keys(facts, idx, host_pair, key, direction)
+    return key, direction
 
 
-def host_pair_keys(facts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Same keys as badsum.flows.facts.host_pair_keys, computed faster."""
-    with np.errstate(over="ignore"):
-        s0, s1 = addr_words(facts, "src")
-        d0, d1 = addr_words(facts, "dst")
-        ks, kd = _mix(s0 * _M1 ^ s1), _mix(d0 * _M1 ^ d1)
-        lo, hi = np.minimum(ks, kd), np.maximum(ks, kd)
-        key = _mix(lo * _M1 ^ hi)
-    return key, (ks > kd).astype(np.uint8)
+def flow_keys(facts: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """badsum.flows.facts.flow_keys of facts[idx] (all rows without idx), in C: the same keys (a
+    test holds them equal) without a copy of the records or a dozen numpy passes."""
+    return _keys(facts, idx, False)
+
+
+def host_pair_keys(facts: np.ndarray, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """badsum.flows.facts.host_pair_keys of facts[idx], in C."""
+    return _keys(facts, idx, True)
 
 
 class BatchView:
@@ -262,61 +260,25 @@ class SegmentTable:
 
     Keys are directional (seq << 32 | sport << 16 | dport); the slot comes from the key, and a
     colliding segment replaces the older one (lossy, bounded, never a false match: the whole key
-    is compared). `match` answers, for a batch subset in frame order, which packets repeat a
-    segment stored earlier, including earlier in the same batch.
+    is compared). `match` walks a batch in frame order (in C: one pass over the records, one
+    table access per segment) and answers which segments repeat one stored earlier, including
+    earlier in the same batch; a repeat refreshes the stored segment's last-send time.
     """
 
-    def __init__(self, bits: int) -> None:
-        size = 1 << bits
-        self.mask = np.uint64(size - 1)
-        self.keys = np.zeros(size, dtype=np.uint64)
-        self.ts = np.zeros(size, dtype=np.int64)  # last send
-        self.frame = np.zeros(size, dtype=np.int64)  # first send
-        self.first_ts = np.zeros(size, dtype=np.int64)
-        self.status = np.zeros(size, dtype=np.uint8)
-        self._pos = np.zeros(size, dtype=np.int64)
-        self._stamp = np.zeros(size, dtype=np.int64)
-        self._batch = 0
+    def __init__(self, bits: int, filtered: bool = False) -> None:
+        # one slot: [key, last send ts, first send ts, used | status << 56 | first frame]
+        self.table = np.zeros((1 << bits, 4), dtype=np.uint64)
+        # filtered: only ports that stored a segment are looked up (a bit per port-pair hash)
+        self.filter = np.zeros(1 << 14, dtype=np.uint64) if filtered else None
 
-    @staticmethod
-    def key(seq: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np.ndarray:
-        return (seq.astype(np.uint64) << np.uint64(32)) | (sport.astype(np.uint64) << np.uint64(16)) | dport.astype(np.uint64)
-
-    def match(self, key: np.ndarray, ts: np.ndarray, frame: np.ndarray, store: np.ndarray,
-              status: np.ndarray | None = None) -> tuple[np.ndarray, ...]:  # fmt: skip
-        """For each element: hit, and for hits only (in order) the previous last-send ts, first
-        frame, first ts and first status. Then store the `store` elements that are new segments
-        and refresh the last-send time of every hit. Work per element: one hash, two gathers and
-        two scatters; the rest is per hit or per stored element."""
-        self._batch += 1
-        n = len(key)
-        with np.errstate(over="ignore"):
-            slot = (_mix(key * _M1) & self.mask).astype(np.int64)
-        before = self.keys[slot] == key
-        s_idx = np.flatnonzero(store)
-        if len(s_idx):
-            # earlier in this batch: the first stored element of each slot (the last write wins, so write backwards)
-            self._pos[slot[s_idx[::-1]]] = s_idx[::-1]
-            self._stamp[slot[s_idx]] = self._batch
-            cand = np.flatnonzero((self._stamp[slot] == self._batch) & ~before)
-            first = self._pos[slot[cand]]
-            inside_c = (first < cand) & (key[first] == key[cand])
-            inside_idx, inside_first = cand[inside_c], first[inside_c]
-        else:
-            inside_idx = inside_first = np.zeros(0, dtype=np.int64)
-        hit = before.copy()
-        hit[inside_idx] = True
-        h = np.flatnonzero(hit)
-        hs = slot[h]
-        p_ts, p_frame, p_first, p_status = self.ts[hs], self.frame[hs], self.first_ts[hs], self.status[hs]
-        if len(inside_idx):
-            at = np.searchsorted(h, inside_idx)
-            st = status if status is not None else np.zeros(n, dtype=np.uint8)
-            p_ts[at], p_frame[at], p_first[at], p_status[at] = ts[inside_first], frame[inside_first], ts[inside_first], st[inside_first]
-        new = s_idx[~hit[s_idx]]
-        sw = slot[new]
-        self.keys[sw], self.ts[sw], self.frame[sw], self.first_ts[sw] = key[new], ts[new], frame[new], ts[new]
-        if status is not None:
-            self.status[sw] = status[new]
-        self.ts[hs] = ts[h]
-        return hit, p_ts, p_frame, p_first, p_status
+    def match(self, facts: np.ndarray, status: np.ndarray | None, min_payload: int = 0,
+              min_ip_len: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Over the TCP rows with payload >= min_payload and ip_len >= min_ip_len: (batch indices
+        of the repeats, in order; for each, the stored segment's [last ts, first frame, first ts,
+        status] before this repeat). A segment that is not a repeat is stored where `status` is
+        non-zero (None: every one)."""
+        facts = np.ascontiguousarray(facts)
+        n = len(facts)
+        idx, prev = np.empty(n, dtype=np.int64), np.empty((n, 4), dtype=np.int64)
+        k = _fastscan.seg_match(facts, min_payload, min_ip_len, status, self.table, self.filter, idx, prev) if n else 0
+        return idx[:k], prev[:k]

@@ -38,7 +38,8 @@ class _Tunnel:
         self.flow, self.tunnel, self.port, self.inner_depth = flow, tunnel, port, inner_depth
         self.count = 0
         self.first = self.last = (frame, ts)
-        self.evidence: list[Evidence] = []
+        # (inner fact, stored, computed), kept as add_evidence keeps Evidence: made text at finish
+        self.evidence: list = []
 
 
 class TunnelChecksums:
@@ -60,7 +61,7 @@ class TunnelChecksums:
             return
         r = rows[m]
         idx = v.index_of_frames(r["frame"])
-        f = v.facts[np.maximum(idx, 0)]
+        f = take(v.facts, np.maximum(idx, 0))
         keep = (idx >= 0) & (f["depth"] > 0) & ((f["ip_flags"] & IPF_UDP_TUNNEL) != 0)
         for row, fact in zip(r[keep], f[keep]):
             sport, dport, ipver = int(row["sport"]), int(row["dport"]), int(row["ipver"])
@@ -74,14 +75,14 @@ class TunnelChecksums:
                 self.table.put(key, t)
             t.count += 1
             t.last = (int(fact["frame"]), int(fact["ts_ns"]))
-            inner = flow_of(fact)
-            add_evidence(t.evidence, ev(fact, f"outer UDP checksum bad (stored 0x{int(row['stored']):04x}, "
-                                              f"should be 0x{int(row['computed']):04x}); inner {inner}"))  # fmt: skip
+            add_evidence(t.evidence, (fact, int(row["stored"]), int(row["computed"])))  # type: ignore[arg-type]
 
     def finish(self) -> list[Symptom]:
         out = []
         for t in self.done + self.table.values():
             details = {"tunnel": t.tunnel, "port": t.port}
+            evidence = tuple(ev(fact, f"outer UDP checksum bad (stored 0x{stored:04x}, should be 0x{computed:04x}); "
+                                      f"inner {flow_of(fact)}") for fact, stored, computed in t.evidence)  # fmt: skip
             out.append(Symptom(
                 kind=Kind.TUNNEL_OUTER_CSUM,
                 severity=Severity.FAIL,
@@ -92,7 +93,7 @@ class TunnelChecksums:
                 last_ts_ns=t.last[1],
                 first_frame=t.first[0],
                 last_frame=t.last[0],
-                evidence=tuple(t.evidence),
+                evidence=evidence,
                 likely_causes=causes_for(Kind.TUNNEL_OUTER_CSUM, details, 0),
                 details=details,
                 depth=0,

@@ -61,7 +61,7 @@ class PairDetector:
     def feed(self, v: BatchView) -> None:
         icmp = v.icmp_idx
         if len(icmp):
-            p = v.facts["proto"][icmp]
+            p = v.col("proto")[icmp]
             t = v.facts["icmp_type"][icmp]
             req = ((p == PROTO_ICMP) & (t == 8)) | ((p == PROTO_ICMPV6) & (t == 128))
             rep = ((p == PROTO_ICMP) & (t == 0)) | ((p == PROTO_ICMPV6) & (t == 129))
@@ -71,7 +71,7 @@ class PairDetector:
         if self.created:
             udp = np.flatnonzero(v.udp)
             if len(udp):
-                self._udp(take(v.facts, udp))
+                self._udp(v.facts, udp)
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         with np.errstate(over="ignore"):
@@ -104,9 +104,9 @@ class PairDetector:
         cols = np.where(req, REQ0, REP0) + dirs
         self.counts[slot] += np.bincount(inv * 6 + cols, minlength=6 * len(uk)).reshape(-1, 6)
 
-    def _udp(self, sub: np.ndarray) -> None:
+    def _udp(self, facts: np.ndarray, udp: np.ndarray) -> None:
         """UDP per direction, for pairs that already exchanged echo (UDP before the first echo is not counted)."""
-        keys, dirs = host_pair_keys(sub)
+        keys, dirs = host_pair_keys(facts, udp)
         keys |= np.uint64(1)
         slot = self._slots(keys)
         known = self.key[slot] == keys
@@ -115,7 +115,14 @@ class PairDetector:
 
     def finish(self) -> list[Symptom]:
         out = []
-        for i in np.flatnonzero(self.key != 0).tolist():
+        # only pairs that could be a symptom reach Python: echo answered, and some TCP result or
+        # unanswered UDP (the exact test follows, per pair)
+        occ = np.flatnonzero(self.key != 0)
+        a_dir = self.a_dir[occ].astype(np.int64)
+        c, rows = self.counts[occ], np.arange(len(occ))
+        udp_silent = (c[rows, UDP0 + a_dir] >= 2) & (c[rows, UDP0 + 1 - a_dir] == 0)
+        tcp_known = np.isin(self.key[occ], np.fromiter(self.tcp.data, dtype=np.uint64, count=len(self.tcp.data)))
+        for i in occ[(c[rows, REP0 + 1 - a_dir] > 0) & (udp_silent | tcp_known)].tolist():
             a = int(self.a_dir[i])
             counts = self.counts[i].tolist()
             requests, replies = counts[REQ0 + a], counts[REP0 + 1 - a]

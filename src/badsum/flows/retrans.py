@@ -61,7 +61,7 @@ class BadRetransmissions:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.dup_ns = int(limits.duplicate_ms * 1e6)
-        self.segments = SegmentTable(limits.segment_table_bits)
+        self.segments = SegmentTable(limits.segment_table_bits, filtered=True)
         self.stored = 0
         self.table: Bounded[tuple[int, int, int], _Bad] = Bounded(limits.bad_segments, self._evicted)
         self.done: list[tuple[int, _Bad]] = []
@@ -83,35 +83,32 @@ class BadRetransmissions:
         ok = idx >= 0
         idx = idx[ok]
         # the row must be the packet's own innermost TCP: not a header quoted in an ICMP error
-        own = (v.col("proto")[idx] == PROTO_TCP) & (v.col("depth")[idx] == rows["depth"][m][ok])
+        own = (v.facts["proto"][idx] == PROTO_TCP) & (v.facts["depth"][idx] == rows["depth"][m][ok])
         out = np.zeros(v.n, dtype=np.uint8)
         out[idx[own]] = st[m][ok][own]
         return out
 
     def feed(self, v: BatchView) -> None:
         status = self._bad_status(v)
-        if status is None and not self.stored:
-            return  # no bad segment seen yet: nothing can be a repeat of one
-        seg = np.flatnonzero(v.tcp & (v.col("payload") > 0))
-        if not len(seg):
-            return
-        st = status[seg] if status is not None else np.zeros(len(seg), dtype=np.uint8)
-        store = st != 0
-        self.stored += int(np.count_nonzero(store))
-        key = SegmentTable.key(v.col("seq")[seg], v.col("sport")[seg], v.col("dport")[seg])
-        ts, frame = v.col("ts_ns")[seg], v.col("frame")[seg].astype(np.int64)
-        hit, p_ts, p_frame, p_first, p_status = self.segments.match(key, ts, frame, store, st)
-        h = np.flatnonzero(hit)
+        if status is None:
+            if not self.stored:
+                return  # no bad segment seen yet: nothing can be a repeat of one
+            status = np.zeros(v.n, dtype=np.uint8)
+        else:
+            self.stored += int(np.count_nonzero(status))
+        # only segments whose ports ever stored a bad one are looked up (the table's filter)
+        h, prev = self.segments.match(v.facts, status, min_payload=1)
         if not len(h):
             return
-        sub = take(v.facts, seg[h])
+        sub = take(v.facts, h)
         keys, dirs = flow_keys(sub)
-        for j, i in enumerate(h.tolist()):
-            k = (int(keys[j]), int(dirs[j]), int(sub["seq"][j]))
-            t, fr = int(ts[i]), int(frame[i])
+        seqs, ts, frame, st = sub["seq"].tolist(), sub["ts_ns"].tolist(), sub["frame"].tolist(), status[h].tolist()
+        for j, (p_ts, p_frame, p_first, p_status) in enumerate(prev.tolist()):
+            k = (int(keys[j]), int(dirs[j]), seqs[j])
+            t, fr = ts[j], frame[j]
             e = self.table.get(k)
             if e is None:
-                e = _Bad(sub[j : j + 1].copy()[0], int(p_status[j]), int(p_frame[j]), int(p_first[j]), int(p_ts[j]))
+                e = _Bad(sub[j : j + 1].copy()[0], p_status, p_frame, p_first, p_ts)
                 self.table.put(k, e)
             if fr == e.last_frame:
                 continue
@@ -120,12 +117,12 @@ class BadRetransmissions:
                 continue
             e.retrans += 1
             e.last_ts, e.last_frame = t, fr
-            if st[i] == 0:
+            if st[j] == 0:
                 e.later_ok += 1
                 add_evidence(e.evidence, Evidence(fr, t, f"retransmission {e.retrans}: checksum ok"))
             else:
-                e.statuses.add(int(st[i]))
-                add_evidence(e.evidence, Evidence(fr, t, f"retransmission {e.retrans}: checksum {Status(int(st[i])).label} again"))
+                e.statuses.add(st[j])
+                add_evidence(e.evidence, Evidence(fr, t, f"retransmission {e.retrans}: checksum {Status(st[j]).label} again"))
 
     def finish(self) -> list[Symptom]:
         per_flow: dict[int, list[_Bad]] = {}
@@ -209,14 +206,12 @@ class Blackhole:
             self.done.append(w)
 
     def feed(self, v: BatchView) -> None:
-        large = np.flatnonzero(v.tcp & (v.col("ip_len") >= self.limits.large_segment))
-        new = self._retransmitted(v, large) if len(large) else np.zeros(0, dtype=np.int64)
+        new = self._retransmitted(v)
         if len(new):
-            sub = take(v.facts, new)
-            keys, _ = flow_keys(sub)
-            for i, k in enumerate(keys.tolist()):
+            keys, _ = flow_keys(v.facts, new)
+            for j, k in zip(new.tolist(), keys.tolist()):
                 if k not in self.watched:
-                    f = sub[i]
+                    f = v.facts[j]
                     w = _Watch(k, int(f["sport"]) ^ int(f["dport"]), int(f["depth"]))
                     self.watched.put(k, w)
                     self.filter[w.pxor] += 1
@@ -226,21 +221,20 @@ class Blackhole:
         cand = np.flatnonzero(v.tcp & (self.filter[pxor] > 0))
         if not len(cand):
             return
-        sub = take(v.facts, cand)
-        keys, dirs = flow_keys(sub)
-        for i, k in enumerate(keys.tolist()):
-            w = self.watched.data.get(k)
+        keys, dirs = flow_keys(v.facts, cand)
+        data = self.watched.data
+        for j, k, d in zip(cand.tolist(), keys.tolist(), dirs.tolist()):
+            w = data.get(k)
             if w is not None:
-                self._packet(w, sub[i], int(dirs[i]))
+                self._packet(w, v.facts[j], d)
 
-    def _retransmitted(self, v: BatchView, large: np.ndarray) -> np.ndarray:
-        """Indices of large segments seen before (same seq and ports) more than duplicate_ms ago."""
-        key = SegmentTable.key(v.col("seq")[large], v.col("sport")[large], v.col("dport")[large])
-        ts = v.col("ts_ns")[large]
-        store = np.ones(len(large), dtype=bool)
-        hit, p_ts, _, _, _ = self.segments.match(key, ts, v.col("frame")[large].astype(np.int64), store)
-        h = np.flatnonzero(hit)
-        return large[h[np.abs(ts[h] - p_ts) > self.dup_ns]]
+    def _retransmitted(self, v: BatchView) -> np.ndarray:
+        """Indices of large segments seen before (same seq and ports) more than duplicate_ms before
+        their previous send (every large segment is stored)."""
+        h, prev = self.segments.match(v.facts, None, min_ip_len=self.limits.large_segment)
+        if not len(h):
+            return h
+        return h[np.abs(v.facts["ts_ns"][h] - prev[:, 0]) > self.dup_ns]
 
     def _packet(self, w: _Watch, f: np.void, d: int) -> None:
         if w.facts[d] is None:

@@ -1503,9 +1503,247 @@ PyDoc_STRVAR(facts_doc,
 "row per packet). Packets it leaves to `fact_of_frame` are listed at the beginning of `deferred`\n"
 "(uint32 batch indices); their rows hold only frame and ts_ns.");
 
+/* ---- flow helpers: what the detectors (badsum/flows) do per packet, over a FACTS_DTYPE batch ---- */
+
+static inline uint64_t fact_u64(const uint8_t *r, size_t off)
+{
+    uint64_t v;
+    memcpy(&v, r + off, 8);
+    return to_le64(v);
+}
+
+static inline uint32_t fact_u32(const uint8_t *r, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, r + off, 4);
+    return to_le32(v);
+}
+
+static inline unsigned fact_u16(const uint8_t *r, size_t off)
+{
+    uint16_t v;
+    memcpy(&v, r + off, 2);
+    return to_le16(v);
+}
+
+#define FLOW_M1 0x9E3779B97F4A7C15ULL
+#define FLOW_M2 0xBF58476D1CE4E5B9ULL
+
+/* badsum.flows.facts._mix (the splitmix64 finaliser, as the numpy reference computes it) */
+static inline uint64_t flow_mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= FLOW_M2;
+    x ^= x >> 27;
+    return x;
+}
+
+static inline uint64_t addr_key(const uint8_t *r, size_t off)
+{
+    return flow_mix(fact_u64(r, off) * FLOW_M1 ^ fact_u64(r, off + 8));
+}
+
+/* The keys of badsum.flows.facts.flow_keys (host_pair: host_pair_keys) of one fact. */
+static inline uint64_t fact_key(const uint8_t *r, int host_pair, uint8_t *dir)
+{
+    uint64_t ks = addr_key(r, offsetof(fact_row, src)), kd = addr_key(r, offsetof(fact_row, dst));
+    uint64_t tag = 0;
+    if (!host_pair) {
+        ks = flow_mix(ks ^ fact_u16(r, offsetof(fact_row, sport)));
+        kd = flow_mix(kd ^ fact_u16(r, offsetof(fact_row, dport)));
+        tag = (uint64_t)r[offsetof(fact_row, proto)] << 56;
+    }
+    *dir = ks > kd;
+    uint64_t lo = ks < kd ? ks : kd, hi = ks < kd ? kd : ks;
+    return flow_mix(lo * FLOW_M1 ^ hi ^ tag);
+}
+
+/* A FACTS_DTYPE array as a writable or read-only buffer of n rows. */
+static Py_buffer *get_facts(held_views *h, PyObject *obj, const char *name, Py_ssize_t *n)
+{
+    Py_buffer *v = get_view(h, obj, name, 0, -1, 0);
+    if (v == NULL)
+        return NULL;
+    if ((v->itemsize != 1 && v->itemsize != (Py_ssize_t)sizeof(fact_row)) ||
+        v->len % (Py_ssize_t)sizeof(fact_row) != 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be an array of %d-byte FACTS_DTYPE rows", name,
+                     (int)sizeof(fact_row));
+        return NULL;
+    }
+    *n = v->len / (Py_ssize_t)sizeof(fact_row);
+    return v;
+}
+
+static PyObject *fastscan_flow_keys(PyObject *self, PyObject *args)
+{
+    PyObject *o_facts, *o_idx, *o_key, *o_dir;
+    int host_pair;
+    if (!PyArg_ParseTuple(args, "OOpOO:flow_keys", &o_facts, &o_idx, &host_pair, &o_key, &o_dir))
+        return NULL;
+    held_views h = {.n = 0};
+    Py_buffer *facts, *idx = NULL, *key, *dir;
+    PyObject *result = NULL;
+    Py_ssize_t n;
+    if (!(facts = get_facts(&h, o_facts, "facts", &n)) ||
+        (o_idx != Py_None && !(idx = get_view(&h, o_idx, "idx", 8, 1, 0))) ||
+        !(key = get_view(&h, o_key, "key", 8, 0, 1)) || !(dir = get_view(&h, o_dir, "dir", 1, 0, 1)))
+        goto done;
+    Py_ssize_t m = idx != NULL ? idx->len / 8 : n;
+    if (key->len / 8 != m || dir->len != m) {
+        PyErr_Format(PyExc_ValueError, "key and dir need %zd entries (got %zd, %zd)", m, key->len / 8, dir->len);
+        goto done;
+    }
+    const int64_t *ix = idx != NULL ? idx->buf : NULL;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (ix != NULL && (ix[j] < 0 || ix[j] >= n)) {
+            PyErr_Format(PyExc_IndexError, "idx[%zd] = %lld out of range [0, %zd)", j, (long long)ix[j], n);
+            goto done;
+        }
+    }
+    const uint8_t *base = facts->buf;
+    uint64_t *ko = key->buf;
+    uint8_t *dout = dir->buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < m; j++) {
+        Py_ssize_t i = ix != NULL ? (Py_ssize_t)ix[j] : j;
+        ko[j] = fact_key(base + sizeof(fact_row) * (size_t)i, host_pair, &dout[j]);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(flow_keys_doc,
+"flow_keys(facts, idx, host_pair, key, dir) -> None\n"
+"\n"
+"badsum.flows.facts.flow_keys (host_pair: host_pair_keys) of the rows `idx` (int64 indices, or\n"
+"None for every row) of a FACTS_DTYPE array, into `key` (uint64) and `dir` (uint8).");
+
+/* One slot of a SegmentTable (badsum/flows/base.py): four uint64. */
+enum { SEG_KEY = 0, SEG_LAST_TS = 1, SEG_FIRST_TS = 2, SEG_FRAME = 3, SEG_WORDS = 4 };
+#define SEG_USED (1ULL << 55) /* the slot holds a segment */
+#define SEG_FRAME_MASK (SEG_USED - 1) /* first frame; the top byte holds its status */
+#define SEG_AHEAD 8 /* slots prefetched ahead: the table is megabytes, every lookup a miss */
+#define SEG_FILTER_BITS 20
+
+static PyObject *fastscan_seg_match(PyObject *self, PyObject *args)
+{
+    PyObject *o_facts, *o_status, *o_table, *o_filter, *o_idx, *o_prev;
+    unsigned long min_payload, min_ip_len;
+    if (!PyArg_ParseTuple(args, "OkkOOOOO:seg_match", &o_facts, &min_payload, &min_ip_len, &o_status,
+                          &o_table, &o_filter, &o_idx, &o_prev))
+        return NULL;
+    held_views h = {.n = 0};
+    Py_buffer *facts, *status = NULL, *table, *filter = NULL, *idx, *prev;
+    PyObject *result = NULL;
+    Py_ssize_t n;
+    if (!(facts = get_facts(&h, o_facts, "facts", &n)) ||
+        (o_status != Py_None && !(status = get_view(&h, o_status, "status", 1, 0, 0))) ||
+        !(table = get_view(&h, o_table, "table", 8, 0, 1)) ||
+        (o_filter != Py_None && !(filter = get_view(&h, o_filter, "filter", 8, 0, 1))) ||
+        !(idx = get_view(&h, o_idx, "idx", 8, 1, 1)) || !(prev = get_view(&h, o_prev, "prev", 8, 1, 1)))
+        goto done;
+    size_t slots = (size_t)table->len / (8 * SEG_WORDS);
+    if (slots == 0 || (slots & (slots - 1)) != 0 || (size_t)table->len != slots * 8 * SEG_WORDS) {
+        PyErr_SetString(PyExc_ValueError, "table must hold 2**k slots of 4 uint64");
+        goto done;
+    }
+    if ((status != NULL && status->len != n) || idx->len / 8 < n || prev->len / 8 < 4 * n ||
+        (filter != NULL && filter->len != (1 << SEG_FILTER_BITS) / 8)) {
+        PyErr_Format(PyExc_ValueError, "status needs %zd entries, idx %zd, prev %zd, filter %d", n, n,
+                     4 * n, (1 << SEG_FILTER_BITS) / 64);
+        goto done;
+    }
+    if (status == NULL && filter != NULL) {
+        PyErr_SetString(PyExc_ValueError, "a filter needs a status (it marks the stored segments)");
+        goto done;
+    }
+    const uint8_t *base = facts->buf;
+    const uint8_t *st = status != NULL ? status->buf : NULL;
+    uint64_t *tab = table->buf, *bits = filter != NULL ? filter->buf : NULL, mask = slots - 1;
+    int64_t *out = idx->buf, *pv = prev->buf;
+    /* scratch for the segments to look up: their key and slot (idx holds their batch index) */
+    uint64_t *scratch = PyMem_RawMalloc(sizeof(uint64_t) * 2 * (size_t)(n ? n : 1));
+    if (scratch == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t *keys = scratch, *slot = scratch + n;
+    size_t k = 0;
+    Py_BEGIN_ALLOW_THREADS
+    size_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint8_t *r = base + sizeof(fact_row) * (size_t)i;
+        if (r[offsetof(fact_row, proto)] != 6 || fact_u32(r, offsetof(fact_row, payload)) < min_payload ||
+            fact_u32(r, offsetof(fact_row, ip_len)) < min_ip_len)
+            continue;
+        uint64_t ports = (uint64_t)fact_u16(r, offsetof(fact_row, sport)) << 16 | fact_u16(r, offsetof(fact_row, dport));
+        if (bits != NULL) {
+            /* Only ports (directional) that ever stored a segment can repeat one. A segment to
+             * store sets its bit here, in frame order, so later rows of this batch see it. */
+            uint64_t b = (ports * FLOW_M1) >> (64 - SEG_FILTER_BITS);
+            if (st[i])
+                bits[b >> 6] |= 1ULL << (b & 63);
+            else if (!(bits[b >> 6] >> (b & 63) & 1))
+                continue;
+        }
+        uint64_t key = (uint64_t)fact_u32(r, offsetof(fact_row, seq)) << 32 | ports;
+        out[m] = i;
+        keys[m] = key;
+        slot[m] = flow_mix(key * FLOW_M1) & mask;
+        m++;
+    }
+    /* In frame order: a hit reports the slot's segment and refreshes its last send; a miss stores
+     * the segment when it is one to store (a colliding older segment is lost). k <= j: the hit
+     * list overwrites only entries of idx already read. */
+    for (size_t j = 0; j < m; j++) {
+        if (j + SEG_AHEAD < m)
+            __builtin_prefetch(tab + SEG_WORDS * slot[j + SEG_AHEAD], 1);
+        size_t i = (size_t)out[j];
+        uint64_t key = keys[j], *e = tab + SEG_WORDS * slot[j];
+        const uint8_t *r = base + sizeof(fact_row) * i;
+        int64_t ts = (int64_t)fact_u64(r, offsetof(fact_row, ts_ns));
+        if ((e[SEG_FRAME] & SEG_USED) && e[SEG_KEY] == key) {
+            pv[4 * k] = (int64_t)e[SEG_LAST_TS];
+            pv[4 * k + 1] = (int64_t)(e[SEG_FRAME] & SEG_FRAME_MASK);
+            pv[4 * k + 2] = (int64_t)e[SEG_FIRST_TS];
+            pv[4 * k + 3] = (int64_t)(e[SEG_FRAME] >> 56);
+            e[SEG_LAST_TS] = (uint64_t)ts;
+            out[k++] = (int64_t)i;
+        } else if (st == NULL || st[i]) {
+            e[SEG_KEY] = key;
+            e[SEG_LAST_TS] = e[SEG_FIRST_TS] = (uint64_t)ts;
+            e[SEG_FRAME] = (fact_u64(r, offsetof(fact_row, frame)) & SEG_FRAME_MASK) | SEG_USED |
+                           (uint64_t)(st != NULL ? st[i] : 0) << 56;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    result = PyLong_FromSize_t(k);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(seg_match_doc,
+"seg_match(facts, min_payload, min_ip_len, status, table, filter, idx, prev) -> k\n"
+"\n"
+"The retransmission finder of badsum.flows.base.SegmentTable over one FACTS_DTYPE batch, in\n"
+"frame order. Segments are the TCP rows with payload >= min_payload and ip_len >= min_ip_len,\n"
+"keyed seq << 32 | sport << 16 | dport. A segment whose key is in `table` (uint64, 2**k slots of\n"
+"[key, last ts, first ts, used | status << 56 | first frame]) is a hit: its batch index goes to\n"
+"idx[:k] and the slot's [last ts, first frame, first ts, status] to prev[4k:4k+4], then the\n"
+"slot's last ts becomes this one's. Other segments are stored when status (uint8 per row, or\n"
+"None: all) is non-zero. With `filter` (uint64[2**14], needs status) only segments whose ports\n"
+"stored a segment before are looked up.");
+
 static PyMethodDef fastscan_methods[] = {
     {"scan", fastscan_scan, METH_VARARGS, scan_doc},
     {"facts", fastscan_facts, METH_VARARGS, facts_doc},
+    {"flow_keys", fastscan_flow_keys, METH_VARARGS, flow_keys_doc},
+    {"seg_match", fastscan_seg_match, METH_VARARGS, seg_match_doc},
     {NULL, NULL, 0, NULL},
 };
 
