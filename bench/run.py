@@ -499,20 +499,22 @@ def main(argv=None) -> int:
                 pass
 
     if badsum is not None:
-        # The main job: `badsum pcap` with its summary (--json, so it can be scored by counts).
-        argv_s = badsum + ["pcap", "--json"]
-        if args.jobs is not None:
-            argv_s += ["--jobs", str(args.jobs)]
-        argv_s.append(badsum_input)
-        out = os.path.join(args.workdir, "badsum.json")
-        warm(badsum_input)
-        print("running: " + shlex.join(argv_s), file=sys.stderr)
-        res = finish(run_tool("badsum", argv_s, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
-        counts = parse_badsum_summary(out)
-        scorers.append((res, lambda truth, counts=counts: score_counts(counts, truth)))
-        res["version"] = tool_version(badsum + ["--version"])
-        rows.append(res)
-        cleanup(out)
+        # The main job: `badsum pcap` with its summary (--json, so it can be scored by counts), with
+        # the flow analysis (the default) and with the checksums alone (--no-symptoms).
+        for name, extra in (("badsum", []), ("badsum --no-symptoms", ["--no-symptoms"])):
+            argv_s = badsum + ["pcap", "--json", *extra]
+            if args.jobs is not None:
+                argv_s += ["--jobs", str(args.jobs)]
+            argv_s.append(badsum_input)
+            out = os.path.join(args.workdir, "badsum.json")
+            warm(badsum_input)
+            print("running: " + shlex.join(argv_s), file=sys.stderr)
+            res = finish(run_tool(name, argv_s, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
+            counts = parse_badsum_summary(out)
+            scorers.append((res, lambda truth, counts=counts: score_counts(counts, truth)))
+            res["version"] = tool_version(badsum + ["--version"])
+            rows.append(res)
+            cleanup(out)
 
         argv_b = badsum + ["pcap", "--jsonl"]
         if args.jobs is not None:

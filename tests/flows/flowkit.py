@@ -78,8 +78,10 @@ class Facts:
         return facts, rows
 
 
-def analyze(facts: np.ndarray, rows: np.ndarray | None = None, *, batch: int = 0, limits: Limits | None = None) -> list[Symptom]:
-    """Feed in one batch (or batches of `batch` packets, rows split with them) and finish."""
+def analyze(facts: np.ndarray, rows: np.ndarray | None = None, *, batch: int = 0, limits: Limits | None = None,
+            direction: int | None = None, tp_status: int | None = None) -> list[Symptom]:
+    """Feed in one batch (or batches of `batch` packets, rows split with them) and finish; every
+    packet with this pcapng `direction` and kernel `tp_status` when given."""
     rows = np.zeros(0, ISSUE_DTYPE) if rows is None else rows
     a = FlowAnalyzer(limits)
     step = batch or max(len(facts), 1)
@@ -89,7 +91,9 @@ def analyze(facts: np.ndarray, rows: np.ndarray | None = None, *, batch: int = 0
             break
         hi = int(part["frame"][-1])
         r = rows[(rows["frame"] >= int(part["frame"][0])) & (rows["frame"] <= hi)]
-        a.feed(part, r)
+        d = None if direction is None else np.full(len(part), direction, dtype=np.uint8)
+        tp = None if tp_status is None else np.full(len(part), tp_status, dtype=np.uint32)
+        a.feed(part, r, d, tp)
     analyze.last = a  # type: ignore[attr-defined]
     return a.finish()
 
@@ -98,8 +102,9 @@ def of_kind(symptoms: list[Symptom], kind: Kind) -> list[Symptom]:
     return [s for s in symptoms if s.kind is kind]
 
 
-def capture_batches(path: Path, chunk_size: int = 1 << 16) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(facts, rows) per batch: facts from the reference extractor, rows from the scanner."""
+def capture_batches(path: Path, chunk_size: int = 1 << 16) -> list[tuple[np.ndarray, ...]]:
+    """(facts, rows, direction, tp_status) per batch: facts from the reference extractor, rows from
+    the scanner, the rest as the capture recorded them."""
     sink = RowCollector()
     fields = {f.name for f in dataclasses.fields(ScanConfig)}
     config = ScanConfig(symptoms=False) if "symptoms" in fields else ScanConfig()  # type: ignore[call-arg]
@@ -111,7 +116,7 @@ def capture_batches(path: Path, chunk_size: int = 1 << 16) -> list[tuple[np.ndar
             for i in range(len(batch)):
                 frame = decode_frame(batch.packet(i), int(batch.linktype[i]), int(batch.origlen[i]))
                 facts[i] = fact_of_frame(frame, batch.first_frame + i, int(batch.ts_ns[i]))
-            out.append((facts, rows.copy()))
+            out.append((facts, rows.copy(), batch.direction.copy(), batch.tp_status.copy()))
 
     with open_capture(path, chunk_size=chunk_size) as reader:
         Scanner(config, [Keep(), sink]).run(reader)
@@ -120,8 +125,8 @@ def capture_batches(path: Path, chunk_size: int = 1 << 16) -> list[tuple[np.ndar
 
 def analyze_capture(path: Path, limits: Limits | None = None) -> list[Symptom]:
     a = FlowAnalyzer(limits)
-    for facts, rows in capture_batches(path):
-        a.feed(facts, rows)
+    for facts, rows, direction, tp_status in capture_batches(path):
+        a.feed(facts, rows, direction, tp_status)
     return a.finish()
 
 

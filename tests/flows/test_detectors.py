@@ -141,14 +141,40 @@ def test_bad_retransmission_partial() -> None:
     f.add(C, SV, t=0.2, sport=40000, dport=80, flags=PSH | ACK, seq=0xFFFFFF00, payload=1000, status=Status.PARTIAL)  # dup
     f.add(C, SV, t=0.6, sport=40000, dport=80, flags=PSH | ACK, seq=0xFFFFFF00, payload=1000, status=Status.PARTIAL)
     f.add(C, SV, t=0.7, sport=40001, dport=80, flags=PSH | ACK, seq=5, payload=100, status=Status.PARTIAL)  # never resent
-    [s] = analyze(*f.arrays())
+    # captured arriving (a receiver's interface), no checksum pending recorded: the receiver drops it
+    [s] = analyze(*f.arrays(), direction=1)
     assert s.kind is Kind.BAD_RETRANSMISSIONS and s.severity is Severity.FAIL
     assert s.details == {"status": "partial", "segments": 1, "retransmissions": 2, "later_ok": 0}
     assert {c.id for c in s.likely_causes} >= {"KB-005", "KB-007"}
     assert (s.first_frame, s.last_frame) == (1, 4) and s.flow.sport == 40000
     # split across batches: the same answer
-    [t] = analyze(*f.arrays(), batch=1)
+    [t] = analyze(*f.arrays(), batch=1, direction=1)
     assert t.details == s.details
+    # the kernel recorded the packet with no checksum pending (TP_STATUS_USER only): still the fault
+    assert analyze(*f.arrays(), direction=1, tp_status=0x1)[0].details == s.details
+    # TP_STATUS_CSUMNOTREADY (0x8): the kernel knew the sum was pending (a veth peer): offload at work
+    assert analyze(*f.arrays(), direction=1, tp_status=0x8) == []
+    # leaving (the sender's own capture) or direction unknown: offload at work, the resend is a loss elsewhere
+    assert analyze(*f.arrays(), direction=2) == []
+    assert analyze(*f.arrays()) == []
+
+
+def test_partial_syn_resent_on_arrival() -> None:
+    """KB-005 as a receiver's capture shows it: the SYN is the only segment, it arrives partial
+    (ovs-userspace-veth: c2:eth0) and is sent again and again: the ladder and the checksum drop."""
+    f = Facts()
+    for t in (0, 1.0, 2.0, 3.0):
+        f.add(C, SV, t=t, sport=40000, dport=80, flags=SYN, seq=1000, status=Status.PARTIAL)
+    got = analyze(*f.arrays(), direction=1)
+    [bad] = of_kind(got, Kind.BAD_RETRANSMISSIONS)
+    [syn] = of_kind(got, Kind.SYN_RETRIES)
+    assert bad.details == {"status": "partial", "segments": 1, "retransmissions": 3, "later_ok": 0}
+    assert bad.severity is Severity.FAIL and "KB-005" in {c.id for c in bad.likely_causes}
+    assert (bad.first_frame, bad.last_frame) == (1, 4) and syn.count == 3
+    # the same ladder on the sender's own capture (offload at work; a firewall dropped the SYNs)
+    assert of_kind(analyze(*f.arrays(), direction=2), Kind.BAD_RETRANSMISSIONS) == []
+    assert of_kind(analyze(*f.arrays()), Kind.BAD_RETRANSMISSIONS) == []
+    assert len(of_kind(analyze(*f.arrays()), Kind.SYN_RETRIES)) == 1
 
 
 def test_partial_alone_and_quoted_headers_are_not_symptoms() -> None:

@@ -50,10 +50,13 @@ class FlowAnalyzer:
         self.batches = 0
         self._finished: list[Symptom] | None = None
 
-    def feed(self, facts: np.ndarray, rows: np.ndarray) -> None:
+    def feed(self, facts: np.ndarray, rows: np.ndarray, direction: np.ndarray | None = None,
+             tp_status: np.ndarray | None = None) -> None:  # fmt: skip
+        """One batch: its facts, its non-ok checksum rows and, when the capture recorded them, each
+        packet's direction and kernel status (they decide whether a partial sum is a fault)."""
         if self._finished is not None:
             raise RuntimeError("feed() after finish()")
-        v = BatchView(facts, rows)
+        v = BatchView(facts, rows, direction, tp_status)
         self.packets += v.n
         self.batches += 1
         for d in self.detectors:

@@ -16,7 +16,13 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from badsum.checksum.verdict import Flow
+from badsum.checksum.verdict import (
+    TP_STATUS_CSUMNOTREADY,
+    TP_STATUS_UNKNOWN,
+    Flow,
+    Layer,
+    Status,
+)
 from badsum.flows.facts import (
     FACTS_DTYPE,
     PROTO_ICMP,
@@ -202,11 +208,58 @@ def host_pair_keys(facts: np.ndarray, idx: np.ndarray | None = None) -> tuple[np
 class BatchView:
     """One batch of facts with its hot columns, each read from the records at most once."""
 
-    def __init__(self, facts: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, facts: np.ndarray, rows: np.ndarray, direction: np.ndarray | None = None,
+                 tp_status: np.ndarray | None = None) -> None:  # fmt: skip
         self.facts = facts
         self.rows = rows
         self.n = len(facts)
+        self.direction = direction
+        """pcapng direction per packet (0 unknown, 1 inbound, 2 outbound), when the capture has it."""
+        self.tp_status = tp_status
+        """The kernel's PACKET_AUXDATA status per packet (TP_STATUS_UNKNOWN where none was recorded)."""
         self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def tcp_fault(self) -> np.ndarray | None:
+        """Per packet: the status (bad or partial) of its own innermost TCP checksum when that is a
+        fault the receiver acts on, else 0; None when the batch has none.
+
+        Bad is always one. Partial only on a packet the capture saw arriving (direction inbound)
+        without a pending checksum recorded by the kernel: on the sending side, and on a veth peer
+        that received the sender's own buffer (TP_STATUS_CSUMNOTREADY), it is transmit offload at
+        work, and a resend there means a loss elsewhere, not a checksum drop (KB-005 is the case
+        where it is one: OVS userspace re-creates the packet with the sum unfinished)."""
+        if "_fault" not in self._cache:
+            self._cache["_fault"] = self._tcp_fault()
+        return self._cache["_fault"]
+
+    def _tcp_fault(self) -> np.ndarray | None:
+        rows = self.rows
+        if not len(rows):
+            return None
+        st = rows["status"]
+        m = (rows["layer"] == Layer.TCP) & ((st == Status.BAD) | (st == Status.PARTIAL))
+        if not m.any():
+            return None
+        idx = self.index_of_frames(rows["frame"][m])
+        ok = idx >= 0
+        idx, status, depth = idx[ok], st[m][ok], rows["depth"][m][ok]
+        # the row must be the packet's own innermost TCP: not a header quoted in an ICMP error
+        keep = (self.facts["proto"][idx] == PROTO_TCP) & (self.facts["depth"][idx] == depth)
+        partial = status == Status.PARTIAL
+        if self.direction is None:
+            keep &= ~partial
+        else:
+            arrived = self.direction[idx] == 1
+            if self.tp_status is not None:
+                tp = self.tp_status[idx]
+                arrived &= (tp == TP_STATUS_UNKNOWN) | ((tp & TP_STATUS_CSUMNOTREADY) == 0)
+            keep &= ~partial | arrived
+        if not keep.any():
+            return None
+        out = np.zeros(self.n, dtype=np.uint8)
+        out[idx[keep]] = status[keep]
+        return out
 
     def col(self, name: str) -> np.ndarray:
         c = self._cache.get(name)

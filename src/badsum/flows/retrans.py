@@ -2,8 +2,9 @@
 dropped them), and large segments resent and never acknowledged while small ones are (a PMTU
 black hole).
 
-A partial checksum on the sender's own capture is transmit offload at work, normal until the same
-segment is sent again: then the receiver did not take it. Both detectors key segments by (flow,
+A partial checksum counts only on a segment the capture saw arriving with no checksum pending in
+the kernel (`BatchView.tcp_fault`): on the sender's side it is transmit offload at work, and a
+resend there is a loss somewhere, not a checksum drop. Both detectors key segments by (flow,
 direction, sequence number) and treat a copy within `duplicate_ms` as the same packet seen twice.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from badsum.checksum.verdict import Layer, Status
+from badsum.checksum.verdict import Status
 from badsum.flows.base import (
     BatchView,
     Bounded,
@@ -26,7 +27,7 @@ from badsum.flows.base import (
     take,
 )
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import PROTO_TCP, TCP_ACK
+from badsum.flows.facts import TCP_ACK
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
 
 
@@ -70,26 +71,8 @@ class BadRetransmissions:
         if len(self.done) < self.limits.symptoms:
             self.done.append((k[0], e))
 
-    def _bad_status(self, v: BatchView) -> np.ndarray | None:
-        """Per batch index: the status of its own innermost TCP checksum when bad/partial, else 0."""
-        rows = v.rows
-        if not len(rows):
-            return None
-        st = rows["status"]
-        m = (rows["layer"] == Layer.TCP) & ((st == Status.BAD) | (st == Status.PARTIAL))
-        if not m.any():
-            return None
-        idx = v.index_of_frames(rows["frame"][m])
-        ok = idx >= 0
-        idx = idx[ok]
-        # the row must be the packet's own innermost TCP: not a header quoted in an ICMP error
-        own = (v.facts["proto"][idx] == PROTO_TCP) & (v.facts["depth"][idx] == rows["depth"][m][ok])
-        out = np.zeros(v.n, dtype=np.uint8)
-        out[idx[own]] = st[m][ok][own]
-        return out
-
     def feed(self, v: BatchView) -> None:
-        status = self._bad_status(v)
+        status = v.tcp_fault
         if status is None:
             if not self.stored:
                 return  # no bad segment seen yet: nothing can be a repeat of one

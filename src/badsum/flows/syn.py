@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from badsum.checksum.verdict import Status
 from badsum.flows.base import (
     BatchView,
     Bounded,
@@ -63,7 +64,7 @@ SLOW_CONNECT_S = 3.0
 class _Sends:
     """One side's ladder: the distinct sends of one SYN (or SYN-ACK) sequence number."""
 
-    __slots__ = ("duplicates", "frames", "last", "sent", "seq", "times")
+    __slots__ = ("duplicates", "faults", "first_fault", "frames", "last", "ok_after_fault", "sent", "seq", "times")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -72,12 +73,21 @@ class _Sends:
         self.duplicates = 0
         self.sent = 0
         self.last = 0
+        self.faults: list[int] = []  # checksum status of each faulty send (BatchView.tcp_fault)
+        self.first_fault = 0  # that of the first send (0: the first send was fine)
+        self.ok_after_fault = 0
 
-    def send(self, ts: int, frame: int, dup_ns: int) -> bool:
+    def send(self, ts: int, frame: int, dup_ns: int, fault: int = 0) -> bool:
         """Record a send; False when it is a duplicate of the previous one."""
         if self.sent and abs(ts - self.last) <= dup_ns:
             self.duplicates += 1
             return False
+        if not self.sent:
+            self.first_fault = fault
+        if fault:
+            self.faults.append(fault)
+        elif self.faults:
+            self.ok_after_fault += 1
         self.sent += 1
         self.last = ts
         if len(self.times) < 256:  # a ladder longer than this is still reported, its tail not kept
@@ -145,6 +155,7 @@ class SynDetector:
         fresh[pxor[syn]] = True
         watch = fresh[pxor] | (self.filter[pxor] > 0) if self.pending else fresh[pxor]
         cand = np.flatnonzero(tcp & watch)
+        fault = v.tcp_fault
         if len(cand):
             sub = take(v.facts, cand)
             keys, dirs = flow_keys(sub)
@@ -153,7 +164,7 @@ class SynDetector:
             for i in range(len(sub)):
                 k = int(keys[i])
                 if flags[i] & TCP_SYN:
-                    self._syn(sub[i], k, int(dirs[i]), int(hps[i]))
+                    self._syn(sub[i], k, int(dirs[i]), int(hps[i]), int(fault[cand[i]]) if fault is not None else 0)
                 else:
                     h = self.pending.get(k)
                     if h is not None:
@@ -171,7 +182,7 @@ class SynDetector:
         self.filter[h.pxor] += 1
         return h
 
-    def _syn(self, f: np.void, key: int, d: int, hp: int) -> None:
+    def _syn(self, f: np.void, key: int, d: int, hp: int, fault: int = 0) -> None:
         seq, ts, frame = int(f["seq"]), int(f["ts_ns"]), int(f["frame"])
         h = self.table.get(key)
         if not f["tcp_flags"] & TCP_ACK:  # SYN from the client
@@ -181,7 +192,7 @@ class SynDetector:
                 h.client = _Sends(seq)
             if h.state != PENDING:
                 return  # the same SYN after the handshake completed: a late copy, not a ladder
-            h.client.send(ts, frame, self.dup_ns)
+            h.client.send(ts, frame, self.dup_ns, fault)
             return
         # SYN-ACK from the server
         if h is None:
@@ -192,7 +203,7 @@ class SynDetector:
             h.server = _Sends(seq)
         elif h.server.seq != seq:
             return
-        h.server.send(ts, frame, self.dup_ns)
+        h.server.send(ts, frame, self.dup_ns, fault)
 
     def _other(self, h: Handshake, f: np.void, d: int) -> None:
         flags = int(f["tcp_flags"])
@@ -224,11 +235,43 @@ class SynDetector:
             self.on_result(h.hp, h.state != CONNECTED)
         for side in (h.client, h.server):
             if side is not None and side.sent > 1:
-                s = self._symptom(h, side, side is h.client)
-                if len(self.results) < self.limits.symptoms:
-                    self.results.append(s)
-                else:
-                    self.dropped += 1
+                found = [self._symptom(h, side, side is h.client)]
+                if side.first_fault:
+                    found.append(self._fault_symptom(h, side, side is h.client))
+                for s in found:
+                    if len(self.results) < self.limits.symptoms:
+                        self.results.append(s)
+                    else:
+                        self.dropped += 1
+
+    def _fault_symptom(self, h: Handshake, s: _Sends, client: bool) -> Symptom:
+        """The handshake segment itself arrived with a checksum the receiver rejects and had to be
+        sent again: `bad-retransmissions` for the SYN (or SYN-ACK), beside its ladder. On the OVS
+        userspace datapath (KB-005) the SYN is the only segment that ever goes out."""
+        what = "SYN" if client else "SYN-ACK"
+        statuses = {Status(x).label for x in s.faults}
+        status = statuses.pop() if len(statuses) == 1 else "mixed"
+        retrans = s.sent - 1
+        details = {"status": status, "segments": 1, "retransmissions": retrans, "later_ok": s.ok_after_fault}
+        evidence: list[Evidence] = []
+        for i, (t, fr) in enumerate(zip(s.times, s.frames)):
+            add_evidence(evidence, Evidence(fr, t, f"{what} {'sent' if i == 0 else f'resent ({i})'}"))
+        return Symptom(
+            kind=Kind.BAD_RETRANSMISSIONS,
+            severity=Severity.FAIL if s.ok_after_fault == 0 else Severity.WARN,
+            summary=(f"{what} arrived with a {status} checksum and was sent {s.sent} times: "
+                     "the receiver drops it for its checksum"),
+            flow=flow_of(h.fact, reverse=h.reverse),
+            count=retrans,
+            first_ts_ns=s.times[0],
+            last_ts_ns=s.times[-1],
+            first_frame=s.frames[0],
+            last_frame=s.frames[-1],
+            evidence=tuple(evidence),
+            likely_causes=causes_for(Kind.BAD_RETRANSMISSIONS, details, h.depth),
+            details=details,
+            depth=h.depth,
+        )
 
     def _symptom(self, h: Handshake, s: _Sends, client: bool) -> Symptom:
         what = "SYN" if client else "SYN-ACK"

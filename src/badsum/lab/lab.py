@@ -208,7 +208,7 @@ class Lab:
         """tcpdump at every point (label -> (namespace, device)) for the duration of the block;
         afterwards each becomes one pcapng named after its point (and `tag`, e.g. the phase)."""
         raw: dict[str, tuple[Background, Path]] = {}
-        macs = {label: _mac(ns, dev) for label, (ns, dev) in points.items()}
+        macs = {label: _mac(self.ns(ns), dev) for label, (ns, dev) in points.items()}
         for label, (ns, dev) in points.items():
             safe = (f"{tag}-" if tag else "") + label.replace(":", "_").replace("/", "_")
             safe = safe.replace(" ", "-")

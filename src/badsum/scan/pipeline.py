@@ -157,7 +157,7 @@ class Scanner:
         late = verdicts_to_rows(self.judge.expired())
         self._account(batch, rows)
         if self.analyzer is not None and facts is not None:
-            self.analyzer.feed(facts, rows)
+            self.analyzer.feed(facts, rows, batch.direction, batch.tp_status)
         for sink in self.sinks:
             sink.rows(batch, rows)
         self._emit_late(late)
