@@ -70,19 +70,15 @@ def write_state(path: str, report: canary.CanaryReport) -> bool:
     """The result for `badsum exporter`: written to a temporary file and renamed, never half-written."""
     import os
     import time
+    from pathlib import Path
+
+    from badsum.fix.journal import atomic_write
 
     doc = Envelope("canary", STATUS[report.status], report.as_dict() | {"finished_at": time.time()}).to_json()
-    tmp = f"{path}.{os.getpid()}.part"
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(doc + "\n")
-        os.replace(tmp, path)
+        atomic_write(Path(path), (doc + "\n").encode())
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         _say(f"cannot write {path}: {e.strerror or e}")
         return False
     return True
