@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -161,6 +162,33 @@ def test_read_is_incremental_and_keeps_a_split_line_for_later() -> None:
     assert watch._fd is None
     with pytest.raises(OSError):
         os.fstat(r)  # stop() closed it: no fd leak
+
+
+def test_a_read_is_bounded_and_the_rest_comes_next_time() -> None:
+    """A host freeing skbs faster than we parse: one read() stops after its byte budget (it must
+    return, and must not hold everything), and the following reads get the rest, none twice."""
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: room for the whole test in the pipe
+    watch = DropWatch("badsum-watch-test")
+    watch._fd = r
+    watch.MAX_READ_BYTES = 4096
+    line = (REAL_LINE.replace("NOT_SPECIFIED", "TCP_CSUM").replace("protocol=0", "protocol=2048") + "\n").encode()
+    n = (64 * 1024) // len(line)
+    try:
+        os.write(w, line * n)
+        first = watch.read()
+        assert 0 < first[0].count < n  # stopped at its budget, not at the end of the data
+        total, reads = first[0].count, 1
+        while total < n:
+            got = watch.read()
+            assert got, "a later read must get what the first left"
+            total += got[0].count
+            reads += 1
+        assert total == n and watch.read() == [] and reads > 2
+    finally:
+        watch.stop()
+        os.close(w)
 
 
 def test_start_without_tracefs_says_why_and_leaves_nothing(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 `FlowAnalyzer.feed(facts, rows)` takes one batch (FACTS_DTYPE records in frame order, and that
 batch's non-ok checksum rows, ISSUE_DTYPE) and `finish()` returns the symptoms, most severe first,
-then by time. Every table has a cap (`Limits`); what falls out is counted in `stats`. The batch
-array is kept by reference for the ICMP join window, so pass a fresh array per batch.
+then by time. Every table has a cap (`Limits`); what falls out is counted in `stats`. No detector
+keeps a reference to a batch's arrays past `feed`.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@ reply.
 
 ICMP checksums are always computed in software; TCP and UDP ones are the ones transmit offload
 leaves unfinished (KB-005, KB-007), so a path that mangles offloaded packets passes ping and
-nothing else. Echo and UDP packets are counted per host pair in a direct-mapped numpy table (one
-`np.unique` per batch, no Python per packet or per pair); TCP connect outcomes come from the SYN
-detector when it closes a handshake.
+nothing else. Echo and UDP packets are counted per host pair in a direct-mapped table of numpy
+columns, filled in C (`_fastscan.pair_count`, in frame order; no Python per packet or per pair);
+TCP connect outcomes come from the SYN detector when it closes a handshake.
 """
 
 from __future__ import annotations
@@ -13,21 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from badsum.checksum.verdict import Flow
-from badsum.flows.base import (
-    BatchView,
-    Bounded,
-    Limits,
-    addr_text,
-    host_pair_keys,
-    take,
-)
+from badsum.flows.base import BatchView, Bounded, Limits, addr_text
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import FACTS_DTYPE, PROTO_ICMP, PROTO_ICMPV6, _mix
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
+from badsum.scan import _fastscan
 
 # count columns: echo requests sent by direction 0/1, echo replies sent by direction 0/1, UDP by direction 0/1
 REQ0, REQ1, REP0, REP1, UDP0, UDP1 = range(6)
-_SRC, _DST = FACTS_DTYPE.fields["src"][1], FACTS_DTYPE.fields["dst"][1]
 
 
 class PairDetector:
@@ -36,7 +28,6 @@ class PairDetector:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         size = 1 << max(int(limits.host_pairs - 1).bit_length(), 4)
-        self.mask = np.uint64(size - 1)
         self.key = np.zeros(size, dtype=np.uint64)  # host-pair key | 1 (0: empty slot)
         self.counts = np.zeros((size, 6), dtype=np.int64)
         self.a_dir = np.zeros(size, dtype=np.int8)  # host-pair direction of the echo initiator's packets
@@ -61,57 +52,21 @@ class PairDetector:
     def feed(self, v: BatchView) -> None:
         icmp = v.icmp_idx
         if len(icmp):
-            p = v.col("proto")[icmp]
-            t = v.facts["icmp_type"][icmp]
-            req = ((p == PROTO_ICMP) & (t == 8)) | ((p == PROTO_ICMPV6) & (t == 128))
-            rep = ((p == PROTO_ICMP) & (t == 0)) | ((p == PROTO_ICMPV6) & (t == 129))
-            echo = req | rep
-            if echo.any():
-                self._echo(take(v.facts, icmp[echo]), req[echo])
+            self._count(v.facts, icmp, udp=False)
         if self.created:
             udp = np.flatnonzero(v.udp)
             if len(udp):
-                self._udp(v.facts, udp)
+                self._count(v.facts, udp, udp=True)
 
-    def _slots(self, keys: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore"):
-            return (_mix(keys) & self.mask).astype(np.int64)
-
-    def _echo(self, sub: np.ndarray, req: np.ndarray) -> None:
-        keys, dirs = host_pair_keys(sub)
-        keys |= np.uint64(1)  # 0 marks an empty slot
-        uk, first, inv = np.unique(keys, return_index=True, return_inverse=True)
-        last = np.zeros(len(uk), dtype=np.int64)
-        last[inv] = np.arange(len(sub))  # the last write wins: each pair's last packet in this batch
-        slot = self._slots(uk)
-        cur = self.key[slot]
-        new = cur != uk
-        if new.any():
-            self.evicted += int((cur[new] != 0).sum())
-            self.created += int(new.sum())
-            s, i = slot[new], first[new]
-            fd = dirs[i].astype(np.int64)
-            self.key[s] = uk[new]
-            self.counts[s] = 0
-            # the initiator: the sender of the pair's first echo request (or the receiver of its first reply)
-            self.a_dir[s] = np.where(req[i], fd, 1 - fd)
-            self.ipver[s], self.depth[s] = sub["ipver"][i], sub["depth"][i]
-            self.first[s, 0], self.first[s, 1] = sub["frame"][i], sub["ts_ns"][i]
-            raw = sub.view(np.uint8).reshape(len(sub), -1)
-            self.addr[s, fd] = raw[i, _SRC : _SRC + 16]
-            self.addr[s, 1 - fd] = raw[i, _DST : _DST + 16]
-        self.last[slot, 0], self.last[slot, 1] = sub["frame"][last], sub["ts_ns"][last]
-        cols = np.where(req, REQ0, REP0) + dirs
-        self.counts[slot] += np.bincount(inv * 6 + cols, minlength=6 * len(uk)).reshape(-1, 6)
-
-    def _udp(self, facts: np.ndarray, udp: np.ndarray) -> None:
-        """UDP per direction, for pairs that already exchanged echo (UDP before the first echo is not counted)."""
-        keys, dirs = host_pair_keys(facts, udp)
-        keys |= np.uint64(1)
-        slot = self._slots(keys)
-        known = self.key[slot] == keys
-        if known.any():
-            np.add.at(self.counts, (slot[known], UDP0 + dirs[known].astype(np.int64)), 1)
+    def _count(self, facts: np.ndarray, idx: np.ndarray, udp: bool) -> None:
+        # One C pass per batch: a few hundred echoes spread over a table of megabytes made a dozen
+        # numpy calls and their random writes cost more than the per-packet work itself.
+        created, evicted = _fastscan.pair_count(
+            np.ascontiguousarray(facts), np.ascontiguousarray(idx, dtype=np.int64), udp, self.key, self.counts,
+            self.a_dir, self.ipver, self.depth, self.first, self.last, self.addr,
+        )  # fmt: skip
+        self.created += created
+        self.evicted += evicted
 
     def finish(self) -> list[Symptom]:
         out = []

@@ -3,8 +3,8 @@ that caused them, what the sender did next, and DF packets larger than an MTU al
 
 The quoted packet in an ICMP error carries its own IP total length, so the join looks at the
 recent packets of exactly that length first, then compares addresses, ports, IP id and TCP
-sequence number. Recent batches are kept by reference (the extractor makes a fresh array per
-batch) up to `pmtu_window` packets: nothing is copied unless an ICMP error arrives.
+sequence number. Of the recent packets (up to `pmtu_window`) only what that join compares is kept,
+32 bytes each (PMTU_DTYPE): whole facts would hold ~18 MB for a join that rarely runs.
 """
 
 from __future__ import annotations
@@ -35,26 +35,55 @@ from badsum.flows.facts import (
     PROTO_UDP,
 )
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
+from badsum.scan import _fastscan
 
 #: RFC 8200 section 5 (IPv6 minimum link MTU) and RFC 791 (every IPv4 module must pass 68 bytes).
 MIN_MTU = {4: 68, 6: 1280}
 MAX_CAUSED = 64
 
 
+#: What the ICMP join keeps of each recent packet: 32 bytes instead of a 136-byte fact (filled in C,
+#: `_fastscan.pmtu_pack`). `key` hashes the addresses and protocol, and the ports for TCP and UDP,
+#: in the packet's direction (64 bits: as the flow keys, a false match is not a practical concern);
+#: `seq` is 0 unless TCP.
+PMTU_DTYPE = np.dtype([("key", "<u8"), ("frame", "<u8"), ("seq", "<u4"), ("ip_len", "<u4"), ("ipid", "<u2"), ("_pad", "V6")])
+assert PMTU_DTYPE.itemsize == 32
+
+
+def pmtu_rows(facts: np.ndarray) -> np.ndarray:
+    """PMTU_DTYPE rows of a FACTS_DTYPE array."""
+    out = np.empty(len(facts), dtype=PMTU_DTYPE)
+    if len(facts):
+        _fastscan.pmtu_pack(np.ascontiguousarray(facts), out)
+    return out
+
+
+def quoted_row(f: np.void) -> np.void:
+    """The PMTU_DTYPE row of the packet an ICMP error quotes, as the packet itself would give it."""
+    q = np.zeros(1, dtype=FACTS_DTYPE)
+    for a, b in (("src", "q_src"), ("dst", "q_dst"), ("sport", "q_sport"), ("dport", "q_dport"), ("proto", "q_proto"),
+                 ("seq", "q_seq"), ("ipid", "q_ipid")):  # fmt: skip
+        q[a] = f[b]
+    return pmtu_rows(q)[0]
+
+
 class _Window:
-    """One earlier batch, kept by reference, with its IP lengths read once when first searched."""
+    """One earlier batch's PMTU_DTYPE rows, with the keys read out once when first searched."""
 
-    __slots__ = ("_ip_len", "facts")
+    __slots__ = ("_key", "rows")
 
-    def __init__(self, facts: np.ndarray) -> None:
-        self.facts = facts
-        self._ip_len: np.ndarray | None = None
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+        self._key: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     @property
-    def ip_len(self) -> np.ndarray:
-        if self._ip_len is None:
-            self._ip_len = np.ascontiguousarray(self.facts["ip_len"])
-        return self._ip_len
+    def key(self) -> np.ndarray:
+        if self._key is None:
+            self._key = np.ascontiguousarray(self.rows["key"])
+        return self._key
 
 
 class _Report:
@@ -142,10 +171,10 @@ class PmtuDetector:
 
     def feed(self, v: BatchView) -> None:
         if v.n:
-            self.window.append(_Window(v.facts))
-            kept = sum(len(w.facts) for w in self.window)
-            while len(self.window) > 1 and kept - len(self.window[0].facts) >= self.limits.pmtu_window:
-                kept -= len(self.window.popleft().facts)
+            self.window.append(_Window(pmtu_rows(v.facts)))
+            kept = sum(len(w) for w in self.window)
+            while len(self.window) > 1 and kept - len(self.window[0]) >= self.limits.pmtu_window:
+                kept -= len(self.window.popleft())
         icmp = v.icmp_idx
         if len(icmp):
             sub = take(v.facts, icmp)
@@ -205,22 +234,19 @@ class PmtuDetector:
         return hit if hit is not None else self._search(f, exact_length=False)
 
     def _search(self, f: np.void, exact_length: bool) -> int | None:
-        qlen, frame = int(f["q_len"]), int(f["frame"])
+        q = quoted_row(f)
+        qlen, frame, qproto = int(f["q_len"]), int(f["frame"]), int(f["q_proto"])
         for w in reversed(self.window):
+            c = w.rows[w.key == q["key"]]  # addresses, protocol, ports
             if exact_length:
-                idx = np.flatnonzero(w.ip_len == qlen)
-                if not len(idx):
-                    continue
-                c = w.facts[idx]
-            else:
-                c = w.facts
-            m = (c["frame"] < frame) & (c["src"] == f["q_src"]) & (c["dst"] == f["q_dst"]) & (c["proto"] == f["q_proto"])
-            if f["q_proto"] in (PROTO_TCP, PROTO_UDP):
-                m &= (c["sport"] == f["q_sport"]) & (c["dport"] == f["q_dport"])
-            if f["q_proto"] == PROTO_TCP:
-                m &= c["seq"] == f["q_seq"]
+                c = c[c["ip_len"] == qlen]
+            if not len(c):
+                continue
+            m = c["frame"] < frame
+            if qproto == PROTO_TCP:
+                m &= c["seq"] == q["seq"]
             if f["ipver"] == 4:
-                m &= c["ipid"] == f["q_ipid"]
+                m &= c["ipid"] == q["ipid"]
             hit = np.flatnonzero(m)
             if len(hit):
                 return int(c["frame"][hit[-1]])

@@ -203,14 +203,22 @@ class DropWatch:
         with open(os.path.join(self.instance, rel), "w") as f:
             f.write(value)
 
-    def read_lines(self) -> list[TraceLine]:
-        """The kfree_skb events that arrived since the previous call."""
+    #: Bytes consumed per read() at most: a busy host frees skbs faster than any reader parses text,
+    #: so a read that went on while data kept arriving would never return and would hold it all in
+    #: memory. What is left waits in the kernel's ring (4 MB per CPU); what overflows it the kernel
+    #: counts as lost, and so do we (`lost`).
+    MAX_READ_BYTES = 16 << 20
+
+    def read_counts(self) -> Counter[tuple[str, int, str]]:
+        """The kfree_skb events that arrived since the previous call, counted by (reason, protocol,
+        location) as they are parsed: memory does not grow with the number of events."""
+        c: Counter[tuple[str, int, str]] = Counter()
         if self._fd is None:
-            return []
-        chunks = [self._partial]
-        while True:
+            return c
+        budget = self.MAX_READ_BYTES
+        while budget > 0:
             try:
-                data = os.read(self._fd, 1 << 16)
+                data = os.read(self._fd, min(1 << 16, budget))
             except BlockingIOError:
                 break
             except OSError as e:
@@ -219,20 +227,18 @@ class DropWatch:
                 break
             if not data:
                 break
-            chunks.append(data)
-        text = b"".join(chunks)
-        text, _, self._partial = text.rpartition(b"\n")  # an event split across reads waits for its end
-        out = []
-        for raw in text.decode(errors="replace").splitlines():
-            self.lost += lost_events(raw)
-            parsed = parse_line(raw)
-            if parsed is not None:
-                out.append(parsed)
-        return out
+            budget -= len(data)
+            text, _, self._partial = (self._partial + data).rpartition(b"\n")  # an event split across reads waits for its end
+            for raw in text.decode(errors="replace").splitlines():
+                self.lost += lost_events(raw)
+                t = parse_line(raw)
+                if t is not None:
+                    c[(reason_name(t.reason, self.reasons), t.protocol, t.location)] += 1
+        return c
 
     def read(self) -> list[Drop]:
         """Drops since the previous read, by reason, protocol and location (host-wide)."""
-        return group(self.read_lines(), self.reasons)
+        return [Drop(r, p, loc, None, n) for (r, p, loc), n in self.read_counts().most_common()]
 
     def stop(self) -> None:
         """Disable, remove the instance, unmount a private tracefs. Safe to call more than once."""

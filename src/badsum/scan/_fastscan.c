@@ -1739,11 +1739,168 @@ PyDoc_STRVAR(seg_match_doc,
 "None: all) is non-zero. With `filter` (uint64[2**14], needs status) only segments whose ports\n"
 "stored a segment before are looked up.");
 
+/* PairDetector's slot arrays (badsum/flows/pairs.py), taken together. */
+enum { PAIR_REQ0 = 0, PAIR_REP0 = 2, PAIR_UDP0 = 4, PAIR_COLS = 6 };
+
+static PyObject *fastscan_pair_count(PyObject *self, PyObject *args)
+{
+    PyObject *o_facts, *o_idx, *o_key, *o_counts, *o_adir, *o_ipver, *o_depth, *o_first, *o_last, *o_addr;
+    int udp;
+    if (!PyArg_ParseTuple(args, "OOpOOOOOOOO:pair_count", &o_facts, &o_idx, &udp, &o_key, &o_counts, &o_adir,
+                          &o_ipver, &o_depth, &o_first, &o_last, &o_addr))
+        return NULL;
+    held_views h = {.n = 0};
+    Py_buffer *facts, *idx, *key, *counts, *adir, *ipver, *depth, *first, *last, *addr;
+    PyObject *result = NULL;
+    Py_ssize_t n;
+    if (!(facts = get_facts(&h, o_facts, "facts", &n)) || !(idx = get_view(&h, o_idx, "idx", 8, 1, 0)) ||
+        !(key = get_view(&h, o_key, "key", 8, 0, 1)) || !(counts = get_view(&h, o_counts, "counts", 8, 1, 1)) ||
+        !(adir = get_view(&h, o_adir, "a_dir", 1, 1, 1)) || !(ipver = get_view(&h, o_ipver, "ipver", 1, 0, 1)) ||
+        !(depth = get_view(&h, o_depth, "depth", 1, 0, 1)) || !(first = get_view(&h, o_first, "first", 8, 1, 1)) ||
+        !(last = get_view(&h, o_last, "last", 8, 1, 1)) || !(addr = get_view(&h, o_addr, "addr", 1, 0, 1)))
+        goto done;
+    size_t size = (size_t)key->len / 8;
+    if (size == 0 || (size & (size - 1)) != 0 || (size_t)counts->len != size * 8 * PAIR_COLS ||
+        (size_t)adir->len != size || (size_t)ipver->len != size || (size_t)depth->len != size ||
+        (size_t)first->len != size * 16 || (size_t)last->len != size * 16 || (size_t)addr->len != size * 32) {
+        PyErr_SetString(PyExc_ValueError, "pair table arrays disagree in size (2**k slots)");
+        goto done;
+    }
+    Py_ssize_t m = idx->len / 8;
+    const int64_t *ix = idx->buf;
+    for (Py_ssize_t j = 0; j < m; j++) {
+        if (ix[j] < 0 || ix[j] >= n) {
+            PyErr_Format(PyExc_IndexError, "idx[%zd] = %lld out of range [0, %zd)", j, (long long)ix[j], n);
+            goto done;
+        }
+    }
+    const uint8_t *base = facts->buf;
+    uint64_t *tk = key->buf, mask = size - 1;
+    int64_t *tc = counts->buf, *tf = first->buf, *tl = last->buf;
+    int8_t *ta = adir->buf;
+    uint8_t *tv = ipver->buf, *td = depth->buf, *tad = addr->buf;
+    long long created = 0, evicted = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < m; j++) {
+        const uint8_t *r = base + sizeof(fact_row) * (size_t)ix[j];
+        int col;
+        if (udp) {
+            col = PAIR_UDP0;
+        } else {
+            unsigned p = r[offsetof(fact_row, proto)], t = r[offsetof(fact_row, icmp_type)];
+            int req = (p == 1 && t == 8) || (p == 58 && t == 128), rep = (p == 1 && t == 0) || (p == 58 && t == 129);
+            if (!req && !rep)
+                continue;
+            col = req ? PAIR_REQ0 : PAIR_REP0;
+        }
+        uint8_t d;
+        uint64_t k = fact_key(r, 1, &d) | 1; /* 0 marks an empty slot */
+        size_t s = (size_t)(flow_mix(k) & mask);
+        int64_t frame = (int64_t)fact_u64(r, offsetof(fact_row, frame));
+        int64_t ts = (int64_t)fact_u64(r, offsetof(fact_row, ts_ns));
+        if (tk[s] != k) {
+            if (udp)
+                continue; /* UDP is counted only for pairs that exchanged echo */
+            evicted += tk[s] != 0;
+            created++;
+            tk[s] = k;
+            memset(tc + PAIR_COLS * s, 0, 8 * PAIR_COLS);
+            /* the initiator: the sender of the pair's first echo request (or the receiver of its first reply) */
+            ta[s] = (int8_t)(col == PAIR_REQ0 ? d : 1 - d);
+            tv[s] = r[offsetof(fact_row, ipver)];
+            td[s] = r[offsetof(fact_row, depth)];
+            tf[2 * s] = frame;
+            tf[2 * s + 1] = ts;
+            memcpy(tad + 32 * s + 16 * d, r + offsetof(fact_row, src), 16);
+            memcpy(tad + 32 * s + 16 * (1 - d), r + offsetof(fact_row, dst), 16);
+        }
+        if (!udp) {
+            tl[2 * s] = frame;
+            tl[2 * s + 1] = ts;
+        }
+        tc[PAIR_COLS * s + col + d]++;
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("LL", created, evicted);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(pair_count_doc,
+"pair_count(facts, idx, udp, key, counts, a_dir, ipver, depth, first, last, addr) -> (created, evicted)\n"
+"\n"
+"The host-pair table of badsum.flows.pairs.PairDetector over the rows `idx` (int64) of a FACTS_DTYPE\n"
+"batch, in order. udp false: the rows are ICMP; echo requests and replies are counted per host pair\n"
+"and direction (a pair not in its slot takes the slot: the older pair is evicted). udp true: the rows\n"
+"are UDP, counted only for pairs already in the table. Slot = splitmix(host_pair_key | 1) & (size - 1).");
+
+/* PMTU_DTYPE (badsum/flows/pmtu.py): what the ICMP join needs of a packet, 32 bytes instead of 136. */
+typedef struct {
+    uint64_t key;   /* directional: addresses, protocol, and ports for TCP and UDP */
+    uint64_t frame;
+    uint32_t seq;
+    uint32_t ip_len;
+    uint16_t ipid;
+    uint8_t pad[6];
+} pmtu_row;
+
+_Static_assert(sizeof(pmtu_row) == 32, "PMTU_DTYPE is 32 bytes");
+
+static PyObject *fastscan_pmtu_pack(PyObject *self, PyObject *args)
+{
+    PyObject *o_facts, *o_out;
+    if (!PyArg_ParseTuple(args, "OO:pmtu_pack", &o_facts, &o_out))
+        return NULL;
+    held_views h = {.n = 0};
+    Py_buffer *facts, *out;
+    PyObject *result = NULL;
+    Py_ssize_t n;
+    if (!(facts = get_facts(&h, o_facts, "facts", &n)) || !(out = get_view(&h, o_out, "out", 0, -1, 1)))
+        goto done;
+    if (out->len != n * (Py_ssize_t)sizeof(pmtu_row)) {
+        PyErr_Format(PyExc_ValueError, "out needs %zd bytes", n * (Py_ssize_t)sizeof(pmtu_row));
+        goto done;
+    }
+    const uint8_t *base = facts->buf;
+    uint8_t *o = out->buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint8_t *r = base + sizeof(fact_row) * (size_t)i;
+        unsigned proto = r[offsetof(fact_row, proto)];
+        uint64_t k = flow_mix(addr_key(r, offsetof(fact_row, src)) * FLOW_M1 ^ addr_key(r, offsetof(fact_row, dst)));
+        uint64_t ports = 0;
+        if (proto == 6 || proto == 17)
+            ports = (uint64_t)fact_u16(r, offsetof(fact_row, sport)) << 16 | fact_u16(r, offsetof(fact_row, dport));
+        pmtu_row p;
+        memset(&p, 0, sizeof p);
+        p.key = to_le64(flow_mix(k ^ ((uint64_t)proto << 56 | ports)));
+        p.frame = to_le64(fact_u64(r, offsetof(fact_row, frame)));
+        p.seq = to_le32(proto == 6 ? fact_u32(r, offsetof(fact_row, seq)) : 0);
+        p.ip_len = to_le32(fact_u32(r, offsetof(fact_row, ip_len)));
+        p.ipid = to_le16((uint16_t)fact_u16(r, offsetof(fact_row, ipid)));
+        memcpy(o + sizeof(pmtu_row) * (size_t)i, &p, sizeof p);
+    }
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    release_views(&h);
+    return result;
+}
+
+PyDoc_STRVAR(pmtu_pack_doc,
+"pmtu_pack(facts, out) -> None\n"
+"\n"
+"One 32-byte PMTU_DTYPE row per FACTS_DTYPE row (badsum.flows.pmtu): a directional 64-bit key of\n"
+"addresses, protocol and (TCP, UDP) ports, frame, TCP sequence number (0 otherwise), IP length, IP id.");
+
 static PyMethodDef fastscan_methods[] = {
     {"scan", fastscan_scan, METH_VARARGS, scan_doc},
     {"facts", fastscan_facts, METH_VARARGS, facts_doc},
     {"flow_keys", fastscan_flow_keys, METH_VARARGS, flow_keys_doc},
     {"seg_match", fastscan_seg_match, METH_VARARGS, seg_match_doc},
+    {"pair_count", fastscan_pair_count, METH_VARARGS, pair_count_doc},
+    {"pmtu_pack", fastscan_pmtu_pack, METH_VARARGS, pmtu_pack_doc},
     {NULL, NULL, 0, NULL},
 };
 
