@@ -1293,6 +1293,61 @@ static Py_buffer *get_view(held_views *h, PyObject *obj, const char *name, Py_ss
     return v;
 }
 
+/* What scan and facts share: the batch's buffer and per-packet arrays (with `extra`, the one that
+ * differs: tp_status for scan, ts_ns for facts), first_frame and the port-kind table. */
+typedef struct {
+    Py_buffer *buf, *offset, *caplen, *origlen, *linktype, *extra, *ports;
+    Py_ssize_t n;
+    unsigned long long first_frame;
+} batch_in;
+
+/* Parse and check them into `b`, the views held in `h`: 0, or -1 with an exception set. */
+static int get_batch(held_views *h, PyObject *o_buf, PyObject *o_offset, PyObject *o_caplen,
+                     PyObject *o_origlen, PyObject *o_linktype, PyObject *o_extra,
+                     const char *extra_name, Py_ssize_t extra_size, int extra_signed,
+                     PyObject *o_first, PyObject *o_ports, batch_in *b)
+{
+    b->first_frame = PyLong_AsUnsignedLongLong(o_first);
+    if (b->first_frame == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_SetString(PyExc_TypeError, "first_frame must be a non-negative int");
+        return -1;
+    }
+    if (PyObject_GetBuffer(o_buf, &h->views[h->n], PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "buf must be a contiguous bytes-like object (got %.100s)",
+                     Py_TYPE(o_buf)->tp_name);
+        return -1;
+    }
+    b->buf = &h->views[h->n++];
+    if (!(b->offset = get_view(h, o_offset, "offset", 8, 1, 0)) ||
+        !(b->caplen = get_view(h, o_caplen, "caplen", 4, 0, 0)) ||
+        !(b->origlen = get_view(h, o_origlen, "origlen", 4, 0, 0)) ||
+        !(b->linktype = get_view(h, o_linktype, "linktype", 2, 0, 0)) ||
+        !(b->extra = get_view(h, o_extra, extra_name, extra_size, extra_signed, 0)) ||
+        !(b->ports = get_view(h, o_ports, "port_kind", 1, 0, 0)))
+        return -1;
+    Py_ssize_t n = b->offset->len / 8;
+    if (b->caplen->len / 4 != n || b->origlen->len / 4 != n || b->linktype->len / 2 != n ||
+        b->extra->len / extra_size != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "offset, caplen, origlen, linktype and %s must have the same length "
+                     "(%zd, %zd, %zd, %zd, %zd)",
+                     extra_name, n, b->caplen->len / 4, b->origlen->len / 4, b->linktype->len / 2,
+                     b->extra->len / extra_size);
+        return -1;
+    }
+    if (n > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a batch holds at most 2**32-1 packets");
+        return -1;
+    }
+    if (b->ports->len != 65536) {
+        PyErr_Format(PyExc_ValueError, "port_kind must have 65536 entries (got %zd)", b->ports->len);
+        return -1;
+    }
+    b->n = n;
+    return 0;
+}
+
 static PyObject *fastscan_scan(PyObject *self, PyObject *args)
 {
     PyObject *o_buf, *o_offset, *o_caplen, *o_origlen, *o_linktype, *o_tp, *o_first, *o_ports;
@@ -1305,53 +1360,21 @@ static PyObject *fastscan_scan(PyObject *self, PyObject *args)
 
     scan_args a;
     memset(&a, 0, sizeof a);
-    a.first_frame = PyLong_AsUnsignedLongLong(o_first);
-    if (a.first_frame == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_SetString(PyExc_TypeError, "first_frame must be a non-negative int");
-        return NULL;
-    }
-
     held_views h = {.n = 0};
-    Py_buffer *buf, *offset, *caplen, *origlen, *linktype, *tp, *ports, *counts, *issues, *deferred,
-        *stats;
+    batch_in b;
+    Py_buffer *counts, *issues, *deferred, *stats;
     PyObject *result = NULL;
-    if (PyObject_GetBuffer(o_buf, &h.views[0], PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "buf must be a contiguous bytes-like object (got %.100s)",
-                     Py_TYPE(o_buf)->tp_name);
-        return NULL;
-    }
-    buf = &h.views[h.n++];
-    if (!(offset = get_view(&h, o_offset, "offset", 8, 1, 0)) ||
-        !(caplen = get_view(&h, o_caplen, "caplen", 4, 0, 0)) ||
-        !(origlen = get_view(&h, o_origlen, "origlen", 4, 0, 0)) ||
-        !(linktype = get_view(&h, o_linktype, "linktype", 2, 0, 0)) ||
-        !(tp = get_view(&h, o_tp, "tp_status", 4, 0, 0)) ||
-        !(ports = get_view(&h, o_ports, "port_kind", 1, 0, 0)) ||
+    if (get_batch(&h, o_buf, o_offset, o_caplen, o_origlen, o_linktype, o_tp, "tp_status", 4, 0,
+                  o_first, o_ports, &b) < 0 ||
         !(counts = get_view(&h, o_counts, "counts", 8, 1, 1)) ||
         !(issues = get_view(&h, o_issues, "issues", 0, -1, 1)) ||
         !(deferred = get_view(&h, o_deferred, "deferred", 4, 0, 1)) ||
         !(stats = get_view(&h, o_stats, "stats", 8, 1, 1)))
         goto done;
 
-    Py_ssize_t n = offset->len / 8;
-    if (caplen->len / 4 != n || origlen->len / 4 != n || linktype->len / 2 != n || tp->len / 4 != n) {
-        PyErr_Format(PyExc_ValueError,
-                     "offset, caplen, origlen, linktype and tp_status must have the same length "
-                     "(%zd, %zd, %zd, %zd, %zd)",
-                     n, caplen->len / 4, origlen->len / 4, linktype->len / 2, tp->len / 4);
-        goto done;
-    }
-    if (n > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "a batch holds at most 2**32-1 packets");
-        goto done;
-    }
+    Py_ssize_t n = b.n;
     if (start < 0 || start > n) {
         PyErr_Format(PyExc_ValueError, "start %zd out of range [0, %zd]", start, n);
-        goto done;
-    }
-    if (ports->len != 65536) {
-        PyErr_Format(PyExc_ValueError, "port_kind must have 65536 entries (got %zd)", ports->len);
         goto done;
     }
     if (counts->len != (Py_ssize_t)(MAX_DEPTH * N_LAYERS * N_STATUS * 8)) {
@@ -1375,15 +1398,16 @@ static PyObject *fastscan_scan(PyObject *self, PyObject *args)
         goto done;
     }
 
-    a.buf = buf->buf;
-    a.buf_len = (size_t)buf->len;
-    a.offset = offset->buf;
-    a.caplen = caplen->buf;
-    a.origlen = origlen->buf;
-    a.linktype = linktype->buf;
-    a.tp_status = tp->buf;
-    a.port_kind = ports->buf;
+    a.buf = b.buf->buf;
+    a.buf_len = (size_t)b.buf->len;
+    a.offset = b.offset->buf;
+    a.caplen = b.caplen->buf;
+    a.origlen = b.origlen->buf;
+    a.linktype = b.linktype->buf;
+    a.tp_status = b.extra->buf;
+    a.port_kind = b.ports->buf;
     a.n = (size_t)n;
+    a.first_frame = b.first_frame;
     a.counts = counts->buf;
     a.issues = issues->buf;
     a.issues_cap = (size_t)issues->len / sizeof(issue_row);
@@ -1419,48 +1443,17 @@ static PyObject *fastscan_facts(PyObject *self, PyObject *args)
 
     facts_args a;
     memset(&a, 0, sizeof a);
-    a.first_frame = PyLong_AsUnsignedLongLong(o_first);
-    if (a.first_frame == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_SetString(PyExc_TypeError, "first_frame must be a non-negative int");
-        return NULL;
-    }
-
     held_views h = {.n = 0};
-    Py_buffer *buf, *offset, *caplen, *origlen, *linktype, *ts, *ports, *out, *deferred;
+    batch_in b;
+    Py_buffer *out, *deferred;
     PyObject *result = NULL;
-    if (PyObject_GetBuffer(o_buf, &h.views[0], PyBUF_SIMPLE) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "buf must be a contiguous bytes-like object (got %.100s)",
-                     Py_TYPE(o_buf)->tp_name);
-        return NULL;
-    }
-    buf = &h.views[h.n++];
-    if (!(offset = get_view(&h, o_offset, "offset", 8, 1, 0)) ||
-        !(caplen = get_view(&h, o_caplen, "caplen", 4, 0, 0)) ||
-        !(origlen = get_view(&h, o_origlen, "origlen", 4, 0, 0)) ||
-        !(linktype = get_view(&h, o_linktype, "linktype", 2, 0, 0)) ||
-        !(ts = get_view(&h, o_ts, "ts_ns", 8, 1, 0)) ||
-        !(ports = get_view(&h, o_ports, "port_kind", 1, 0, 0)) ||
+    if (get_batch(&h, o_buf, o_offset, o_caplen, o_origlen, o_linktype, o_ts, "ts_ns", 8, 1, o_first,
+                  o_ports, &b) < 0 ||
         !(out = get_view(&h, o_out, "out", 0, -1, 1)) ||
         !(deferred = get_view(&h, o_deferred, "deferred", 4, 0, 1)))
         goto done;
 
-    Py_ssize_t n = offset->len / 8;
-    if (caplen->len / 4 != n || origlen->len / 4 != n || linktype->len / 2 != n || ts->len / 8 != n) {
-        PyErr_Format(PyExc_ValueError,
-                     "offset, caplen, origlen, linktype and ts_ns must have the same length "
-                     "(%zd, %zd, %zd, %zd, %zd)",
-                     n, caplen->len / 4, origlen->len / 4, linktype->len / 2, ts->len / 8);
-        goto done;
-    }
-    if (n > (Py_ssize_t)UINT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "a batch holds at most 2**32-1 packets");
-        goto done;
-    }
-    if (ports->len != 65536) {
-        PyErr_Format(PyExc_ValueError, "port_kind must have 65536 entries (got %zd)", ports->len);
-        goto done;
-    }
+    Py_ssize_t n = b.n;
     if ((out->itemsize != 1 && out->itemsize != (Py_ssize_t)sizeof(fact_row)) ||
         out->len != n * (Py_ssize_t)sizeof(fact_row)) {
         PyErr_Format(PyExc_ValueError, "out must be an array of %zd %d-byte FACTS_DTYPE rows",
@@ -1473,15 +1466,16 @@ static PyObject *fastscan_facts(PyObject *self, PyObject *args)
         goto done;
     }
 
-    a.buf = buf->buf;
-    a.buf_len = (size_t)buf->len;
-    a.offset = offset->buf;
-    a.caplen = caplen->buf;
-    a.origlen = origlen->buf;
-    a.linktype = linktype->buf;
-    a.ts_ns = ts->buf;
-    a.port_kind = ports->buf;
+    a.buf = b.buf->buf;
+    a.buf_len = (size_t)b.buf->len;
+    a.offset = b.offset->buf;
+    a.caplen = b.caplen->buf;
+    a.origlen = b.origlen->buf;
+    a.linktype = b.linktype->buf;
+    a.ts_ns = b.extra->buf;
+    a.port_kind = b.ports->buf;
     a.n = (size_t)n;
+    a.first_frame = b.first_frame;
     a.out = out->buf;
     a.deferred = deferred->buf;
 
