@@ -1024,3 +1024,42 @@ def test_command_summaries_match_their_modules() -> None:
 
     for name, summary in COMMANDS.items():
         assert importlib.import_module(f"badsum.cli.{name}").HELP == summary, name
+
+
+# ---- symptoms in the three output modes (the 63 s connect recorded on the real kernel) ----
+
+LADDER = REPO / "tests" / "data" / "syn-ladder-63s.pcap"
+LADDER_ORACLE = json.loads((REPO / "tests" / "data" / "syn-ladder-63s.json").read_text())
+
+
+def test_symptoms_in_text_json_and_jsonl_agree_with_the_recording() -> None:
+    """The oracle was written by the recording script from tshark, the client and nstat, not by badsum."""
+    want_retries = LADDER_ORACLE["nstat_TcpExtTCPSynRetrans"]
+    want_connect = LADDER_ORACLE["synack_times"][0] - LADDER_ORACLE["syn_times"][0]
+    j = badsum("pcap", "--json", LADDER)
+    assert j.returncode == 1  # the checksums are only partial (sender's capture); the 64 s connect fails
+    doc = json.loads(j.stdout)
+    assert doc["status"] == "findings" and doc["data"]["symptoms_total"] == 1
+    [s] = doc["data"]["symptoms"]
+    assert s["kind"] == "syn-retries" and s["severity"] == "fail" and s["count"] == want_retries
+    assert s["details"]["outcome"] == "connected" and s["details"]["pattern"] == "exponential"
+    assert s["duration_s"] == pytest.approx(want_connect, abs=0.01)
+    assert s["flow"]["sport"] and s["flow"]["dport"] == LADDER_ORACLE["port"] and s["flow"]["dst"] == LADDER_ORACLE["server"]
+    assert "KB-004" in [c["id"] for c in s["likely_causes"]]
+    lines = badsum("pcap", "--jsonl", LADDER)
+    records = [json.loads(x) for x in lines.stdout.splitlines()]
+    kinds = [r["record"] for r in records]
+    assert kinds == sorted(kinds)  # every checksum line, then the symptom line
+    assert [r for r in records if r["record"] == "symptom"] == [{"record": "symptom", **s}]
+    text = badsum("pcap", LADDER)
+    assert text.returncode == 1
+    head = text.stdout.split("Flows with bad or partial checksums")[0]  # the answer comes first
+    assert "syn-retries" in head and "KB-004" in head and f"{want_retries} SYN retransmissions" in head
+
+
+def test_no_symptoms_is_the_checksum_report_alone() -> None:
+    r = badsum("pcap", "--json", "--no-symptoms", LADDER)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and doc["data"]["symptoms"] == [] and doc["data"]["flow_analysis"] == {}
+    assert doc["data"]["totals"] == json.loads(badsum("pcap", "--json", LADDER).stdout)["data"]["totals"]
+    assert all(json.loads(x)["record"] == "checksum" for x in badsum("pcap", "--jsonl", "--no-symptoms", LADDER).stdout.splitlines())

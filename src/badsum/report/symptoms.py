@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from badsum.flows.symptom import Severity, Symptom
 
-#: Symptoms printed without -v (all of them are in --json).
+#: Symptoms printed without -v (all with -v and in --jsonl; up to JSON_SYMPTOMS in --json, with the total).
 TOP_SYMPTOMS = 10
 JSON_SYMPTOMS = 200
 
