@@ -1063,3 +1063,16 @@ def test_no_symptoms_is_the_checksum_report_alone() -> None:
     assert r.returncode == 0 and doc["data"]["symptoms"] == [] and doc["data"]["flow_analysis"] == {}
     assert doc["data"]["totals"] == json.loads(badsum("pcap", "--json", LADDER).stdout)["data"]["totals"]
     assert all(json.loads(x)["record"] == "checksum" for x in badsum("pcap", "--jsonl", "--no-symptoms", LADDER).stdout.splitlines())
+
+
+@pytest.mark.parametrize("mode", [["--jsonl"], ["-v"]], ids=["jsonl", "text"])
+def test_a_reader_that_goes_away_gives_141_not_findings(caps: dict[str, Path], mode: list[str]) -> None:
+    """`badsum pcap F | head`: exit as a SIGPIPE'd process would (141), in both output modes (rich
+    would exit 1 on its own, which reads as "findings"), with no traceback."""
+    p = subprocess.Popen([*BADSUM, "pcap", *mode, str(caps["big"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL)  # fmt: skip
+    assert p.stdout is not None and p.stderr is not None
+    assert p.stdout.readline()  # the reader takes one line and leaves
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=TIMEOUT) == 141 and "Traceback" not in err

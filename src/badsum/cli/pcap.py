@@ -135,10 +135,19 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+class _StdoutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 when the reader goes away (`badsum pcap F | head`): that would read as
+        # "findings". Hand it to main(), which exits 141 as a SIGPIPE'd process would.
+        raise BrokenPipeError
+
+
 def _stdout_console() -> Console:
     # Piped output is read by people too: do not hard-wrap it at 80 columns.
     probe = Console()
-    return Console(highlight=False) if probe.is_terminal else Console(highlight=False, width=160, soft_wrap=True)
+    if probe.is_terminal:
+        return _StdoutConsole(highlight=False)
+    return _StdoutConsole(highlight=False, width=160, soft_wrap=True)
 
 
 def _run_with_progress(scanner: Scanner, reader, path: str):  # noqa: ANN001
