@@ -243,6 +243,25 @@ def test_pmtu_adapted_and_ignored() -> None:
     assert d.count == 3 and d.details["mtu"] == 1400 and d.details["largest"] == 1500 and SV in d.details["path"]
 
 
+def test_pmtu_tso_super_frames_after_the_report_are_not_ignoring_it() -> None:
+    """The sender's own capture (vxlan-mtu-df): after the report the stack still hands TSO super-frames
+    (checksum partial) to the device; GSO cuts them to the new MSS after the capture point, so their
+    size proves nothing: the outcome stays unknown, and no df-oversize. The same sizes with complete
+    checksums are what the wire carries: ignored."""
+    for status, outcome in ((Status.PARTIAL, "unknown"), (None, "ignored")):
+        f = Facts()
+        _bulk(f, 0, 2, 1500)
+        f.add("192.0.2.254", C, t=0.01, proto=1, icmp_type=3, icmp_code=4, icmp_mtu=1400, q_proto=6, q_src=C, q_dst=SV,
+              q_sport=40000, q_dport=80, q_seq=1461, q_ipid=101, q_len=1500)  # fmt: skip
+        for i in range(3):
+            f.add(C, SV, t=0.5 + i * 0.001, sport=40000, dport=80, flags=ACK, seq=2921 + i * 7240, payload=7240,
+                  ipid=300 + i, status=status)  # fmt: skip
+        out = analyze(*f.arrays())
+        [p] = of_kind(out, Kind.PMTU)
+        assert p.details["outcome"] == outcome
+        assert len(of_kind(out, Kind.DF_OVERSIZE)) == (status is None)
+
+
 def test_packet_too_big_below_minimum() -> None:
     f = Facts()
     a, b = "2001:db8::1", "2001:db8::2"

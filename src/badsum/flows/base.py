@@ -233,6 +233,31 @@ class BatchView:
             self._cache["_fault"] = self._tcp_fault()
         return self._cache["_fault"]
 
+    @property
+    def offload_pending(self) -> np.ndarray | None:
+        """Per packet: True when its own innermost TCP/UDP checksum is partial, i.e. transmit
+        offload is still to run: a TSO/GSO super-frame or a segment the stack or NIC finishes after
+        the capture point. Its size is not what the wire carries (GSO cuts it to the current MSS),
+        so it proves nothing about a path MTU. None when the batch has none."""
+        if "_pending" not in self._cache:
+            self._cache["_pending"] = self._offload_pending()
+        return self._cache["_pending"]
+
+    def _offload_pending(self) -> np.ndarray | None:
+        rows = self.rows
+        if not len(rows):
+            return None
+        m = ((rows["layer"] == Layer.TCP) | (rows["layer"] == Layer.UDP)) & (rows["status"] == Status.PARTIAL)
+        if not m.any():
+            return None
+        idx = self.index_of_frames(rows["frame"][m])
+        ok = idx >= 0
+        idx, depth = idx[ok], rows["depth"][m][ok]
+        own = self.facts["depth"][idx] == depth  # not a header quoted in an ICMP error
+        out = np.zeros(self.n, dtype=bool)
+        out[idx[own]] = True
+        return out
+
     def _tcp_fault(self) -> np.ndarray | None:
         rows = self.rows
         if not len(rows):

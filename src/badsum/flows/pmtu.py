@@ -260,10 +260,15 @@ class PmtuDetector:
             if not len(idx):
                 continue
             c = take(v.facts, idx)
-            c = c[c["ts_ns"] > d.since]
+            pending = v.offload_pending
+            pending = pending[idx] if pending is not None else np.zeros(len(idx), dtype=bool)
+            later = c["ts_ns"] > d.since
+            c, pending = c[later], pending[later]
             if not len(c):
                 continue
-            df = (c["ip_flags"] & IPF_DF) != 0
+            # A TSO/GSO super-frame (checksum still partial) is cut to the current MSS after the
+            # capture point: its size says nothing about whether the sender heeded the report.
+            df = ((c["ip_flags"] & IPF_DF) != 0) & ~pending
             over = c[df & (c["ip_len"] > d.mtu) & (c["ts_ns"] > d.since + self.grace_ns)]
             for f in over[: max(12 - len(d.evidence), 0)]:
                 d.evidence.append(ev(f, f"DF packet of {int(f['ip_len'])} bytes after MTU {d.mtu} was reported"))
