@@ -1,6 +1,6 @@
 """Let the real kernel retransmit SYNs: two namespaces, a listener, an nftables rule that drops SYNs for a while.
 
-`SynLab` builds namespaces `bs<6 hex>-cli` and `bs<6 hex>-srv` joined by a veth pair (198.51.100.1/.2 and
+`SynLab` builds namespaces `<session prefix>-cli` and `-srv` (tests/netns.py's Topology) joined by a veth pair (198.51.100.1/.2 and
 2001:db8::1/::2; nothing in the root namespace), a TCP listener in the server namespace and, per connect,
 an nftables table in the server namespace whose one rule drops incoming SYNs (with a counter) until the
 kit deletes the table `drop_for` seconds after the client started connecting. The client's interface is
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any, Self
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netns import Background, NetnsError, list_netns, run, wait_for
+from netns import Background, NetnsError, Topology, run, wait_for
 
 CLIENT4, SERVER4 = "198.51.100.1", "198.51.100.2"
 CLIENT6, SERVER6 = "2001:db8::1", "2001:db8::2"
@@ -157,16 +156,24 @@ def kernel_hz() -> int:
 
 
 class SynLab:
-    """Client and server namespaces; `connect()` runs one capture-connect-read cycle."""
+    """Client and server namespaces (on tests/netns.py's Topology); `connect()` runs one
+    capture-connect-read cycle."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.prefix = ""
+        self.topo = Topology()
+        self.prefix = self.topo.prefix
         self.cli = self.srv = ""
-        self.namespaces: list[str] = []
-        self.processes: list[Background] = []
         self._runs = 0
         self.default_linear = 0
+
+    @property
+    def namespaces(self) -> list[str]:
+        return self.topo.namespaces
+
+    @property
+    def processes(self) -> list[Background]:
+        return self.topo.processes
 
     # -- building --------------------------------------------------------------------------
 
@@ -181,50 +188,33 @@ class SynLab:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def close(self) -> None:
+        """Stop our processes (by pid), then delete our two namespaces; every step runs."""
+        self.topo.close()
+
     def _build(self) -> None:
-        existing = list_netns()
-        for _ in range(8):
-            prefix = f"bs{secrets.token_hex(3)}"
-            if not any(n.startswith(prefix + "-") for n in existing):
-                break
-        else:
-            raise NetnsError("no free bs<6 hex> prefix")
-        self.prefix, self.cli, self.srv = prefix, f"{prefix}-cli", f"{prefix}-srv"
-        for ns in (self.cli, self.srv):
-            run(["ip", "netns", "add", ns])
-            self.namespaces.append(ns)
-            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        t = self.topo
+        self.cli, self.srv = t.netns("cli"), t.netns("srv")
         # Created straight into the client namespace with its peer in the server's: never in ours.
-        run(["ip", "-n", self.cli, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns", self.srv])
+        t.veth(self.cli, "veth0", self.srv, "veth0")
         for ns, a4, a6 in ((self.cli, CLIENT4, CLIENT6), (self.srv, SERVER4, SERVER6)):
-            run(["ip", "-n", ns, "addr", "add", f"{a4}/24", "dev", "veth0"])
-            run(["ip", "-n", ns, "addr", "add", f"{a6}/64", "dev", "veth0", "nodad"])
-            run(["ip", "-n", ns, "link", "set", "veth0", "up"])
+            t.addr(ns, "veth0", f"{a4}/24")
+            t.addr(ns, "veth0", f"{a6}/64")
+            t.up(ns, "veth0")
         # The kernel's default, read before any test changes it.
         self.default_linear = int(self.exec(self.cli, ["sysctl", "-n", "net.ipv4.tcp_syn_linear_timeouts"]).stdout)
         for ns in (self.cli, self.srv):
-            wait_for(lambda ns=ns: self._oper_up(ns), timeout=5, what=f"{ns}/veth0 up")
+            t.wait_oper_up(ns, "veth0")
         server = self.spawn(self.srv, [sys.executable, "-c", SERVER, str(PORT)])
         server.wait_stderr("ready", timeout=10)
 
-    def _oper_up(self, ns: str) -> bool:
-        links = json.loads(run(["ip", "-j", "-n", ns, "link", "show", "dev", "veth0"]).stdout or "[]")
-        return bool(links) and links[0].get("operstate") == "UP"
-
     def exec(self, ns: str, argv: list[str], *, timeout: float = 10.0,
              input: str | None = None) -> subprocess.CompletedProcess[str]:
-        self._own(ns)
-        return run(["ip", "netns", "exec", ns, *argv], timeout=timeout, input=input)
+        return self.topo.exec(ns, argv, timeout=timeout, input=input)
 
     def spawn(self, ns: str, argv: list[str], *, stdout: int | None = subprocess.DEVNULL) -> Background:
         """Start argv inside ns in its own session; close() stops it by pid."""
-        self._own(ns)
-        full = ["ip", "netns", "exec", ns, *argv]
-        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-        bg = Background(full, proc)
-        self.processes.append(bg)
-        return bg
+        return self.topo.spawn(ns, argv, stdout=stdout)
 
     def sysctl(self, key: str, value: int) -> None:
         """Set a TCP sysctl in the client namespace only; read it back to be sure it is per-netns."""
@@ -247,9 +237,7 @@ class SynLab:
         before = self.nstat()
         if drop_for is not None:
             self.exec(self.srv, ["nft", "-f", "-"], input=DROP_RULESET.format(table=DROP_TABLE, port=port))
-        dump = self.spawn(self.cli, ["tcpdump", "-i", "veth0", "-nn", "-U", "-s", "0", "--immediate-mode",
-                                     "-Z", "root", "-w", str(pcap), "tcp", "port", str(port)])
-        dump.wait_stderr("listening on", timeout=5)
+        dump = self.topo.tcpdump(self.cli, "veth0", pcap, bpf=["tcp", "port", str(port)])
         cl = self.spawn(self.cli, [sys.executable, "-c", CLIENT, server, str(port), str(client_timeout)],
                         stdout=subprocess.PIPE)
         cl.wait_stderr("start ", timeout=10)
@@ -302,30 +290,6 @@ class SynLab:
             sizes.append(pcap.stat().st_size if pcap.exists() else 0)
             return len(sizes) >= 10 and sizes[-1] == sizes[-10]
         wait_for(stable, timeout=3, what=f"{pcap} to stop growing")
-
-    # -- teardown --------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop our processes (by pid), then delete our two namespaces; every step runs."""
-        errors: list[str] = []
-        for bg in reversed(self.processes):
-            try:
-                bg.stop(signal.SIGINT if bg.argv[4] == "tcpdump" else signal.SIGTERM)
-            except Exception as e:  # noqa: BLE001 - keep tearing down
-                errors.append(f"stop {bg.pid}: {e}")
-        self.processes.clear()
-        for ns in reversed(self.namespaces):
-            try:
-                run(["ip", "netns", "del", ns])
-            except Exception as e:  # noqa: BLE001
-                errors.append(f"netns del {ns}: {e}")
-        self.namespaces.clear()
-        if errors:
-            raise NetnsError("teardown: " + "; ".join(errors))
-
-    def _own(self, ns: str) -> None:
-        if ns not in self.namespaces:
-            raise ValueError(f"{ns} was not created by this kit")
 
 
 def tshark_times(pcap: Path, display_filter: str) -> tuple[float, ...]:

@@ -243,6 +243,17 @@ class BatchView:
             self._cache["_pending"] = self._offload_pending()
         return self._cache["_pending"]
 
+    def _own_l4_rows(self, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(batch index, status) of the rows selected by `m` that are their packet's own innermost
+        TCP/UDP checksum: not a header quoted in an ICMP error, not a frame outside this batch."""
+        rows = self.rows
+        idx = self.index_of_frames(rows["frame"][m])
+        ok = idx >= 0
+        idx, layer, depth, status = idx[ok], rows["layer"][m][ok], rows["depth"][m][ok], rows["status"][m][ok]
+        proto = np.where(layer == Layer.TCP, PROTO_TCP, PROTO_UDP)
+        own = (self.facts["proto"][idx] == proto) & (self.facts["depth"][idx] == depth)
+        return idx[own], status[own]
+
     def _offload_pending(self) -> np.ndarray | None:
         rows = self.rows
         if not len(rows):
@@ -250,12 +261,9 @@ class BatchView:
         m = ((rows["layer"] == Layer.TCP) | (rows["layer"] == Layer.UDP)) & (rows["status"] == Status.PARTIAL)
         if not m.any():
             return None
-        idx = self.index_of_frames(rows["frame"][m])
-        ok = idx >= 0
-        idx, depth = idx[ok], rows["depth"][m][ok]
-        own = self.facts["depth"][idx] == depth  # not a header quoted in an ICMP error
+        idx, _ = self._own_l4_rows(m)
         out = np.zeros(self.n, dtype=bool)
-        out[idx[own]] = True
+        out[idx] = True
         return out
 
     def _tcp_fault(self) -> np.ndarray | None:
@@ -266,11 +274,8 @@ class BatchView:
         m = (rows["layer"] == Layer.TCP) & ((st == Status.BAD) | (st == Status.PARTIAL))
         if not m.any():
             return None
-        idx = self.index_of_frames(rows["frame"][m])
-        ok = idx >= 0
-        idx, status, depth = idx[ok], st[m][ok], rows["depth"][m][ok]
-        # the row must be the packet's own innermost TCP: not a header quoted in an ICMP error
-        keep = (self.facts["proto"][idx] == PROTO_TCP) & (self.facts["depth"][idx] == depth)
+        idx, status = self._own_l4_rows(m)
+        keep = np.ones(len(idx), dtype=bool)
         partial = status == Status.PARTIAL
         if self.direction is None:
             keep &= ~partial
