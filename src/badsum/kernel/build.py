@@ -73,7 +73,8 @@ def include_dirs() -> list[str]:
 
 def compile_object(obj: str, out: Path, clang: str, strip: str, bpf_dir: Path = BPF_DIR) -> None:
     # Relative names and a stripped object: the result does not depend on where it was built.
-    argv = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I", "."]
+    argv = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I", ".",
+            f"-fdebug-prefix-map={bpf_dir}=."]  # BTF line info names the source file; not where it sat
     for d in include_dirs():
         argv += ["-idirafter", d]
     argv += ["-c", OBJECTS[obj], "-o", str(out)]

@@ -89,6 +89,9 @@ def library() -> ctypes.CDLL:
         ("ring_buffer__consume", i, [p]),
         ("ring_buffer__free", None, [p]),
         ("libbpf_num_possible_cpus", i, []),
+        ("bpf_prog_get_next_id", i, [u, ctypes.POINTER(ctypes.c_uint32)]),
+        ("bpf_prog_get_fd_by_id", i, [u]),
+        ("bpf_obj_get_info_by_fd", i, [i, p, ctypes.POINTER(ctypes.c_uint32)]),
         ("btf__load_vmlinux_btf", p, []),
         ("btf__parse", p, [c, p]),
         ("btf__free", None, [p]),
@@ -190,8 +193,8 @@ class BpfObject:
 
     def close(self) -> None:
         lib = _lib
-        if lib is None:
-            return
+        if lib is None or not hasattr(self, "links"):
+            return  # never opened (the constructor raised)
         for link in self.links:
             lib.bpf_link__destroy(link.ptr)
         self.links.clear()
@@ -242,6 +245,32 @@ def map_items(fd: int, key_size: int, value_size: int, limit: int = 1 << 20) -> 
 def possible_cpus() -> int:
     n = library().libbpf_num_possible_cpus()
     return n if n > 0 else os.cpu_count() or 1
+
+
+#: struct bpf_prog_info (uapi/linux/bpf.h): `type` at 0, `id` at 4, `name` (16 bytes) at 64.
+_PROG_INFO_SIZE, _PROG_NAME_AT = 256, 64
+
+
+def loaded_programs() -> list[tuple[int, int, str]]:
+    """(id, type, name) of every eBPF program loaded in the kernel (what `bpftool prog` lists)."""
+    lib = library()
+    out = []
+    cur, nxt = 0, ctypes.c_uint32(0)
+    while lib.bpf_prog_get_next_id(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        fd = lib.bpf_prog_get_fd_by_id(cur)
+        if fd < 0:
+            continue  # gone meanwhile
+        try:
+            info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+            size = ctypes.c_uint32(_PROG_INFO_SIZE)
+            if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) == 0:
+                raw = info.raw
+                name = raw[_PROG_NAME_AT : _PROG_NAME_AT + 16].split(b"\0", 1)[0].decode(errors="replace")
+                out.append((cur, int.from_bytes(raw[0:4], "little"), name))
+        finally:
+            os.close(fd)
+    return out
 
 
 class RingBuffer:
