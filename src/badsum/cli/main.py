@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "pcap": "verify every checksum in a capture and find the symptoms (SYN ladders, PMTU, ping-only)",
     "capture": "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status",
     "trace": "line up the same packet across capture points and name the first hop where it went bad",
+    "follow": "follow packets through the kernel with eBPF and name the first bad hop from the kernel's checksum state",
     "doctor": "snapshot this host's namespaces and check them against the known checksum and MTU issues",
     "fix": "plan (and with --apply make, journal and undo) the narrowest change for each finding",
     "lab": "reproduce known incidents on the real kernel in throwaway namespaces",
@@ -45,6 +46,7 @@ examples:
   sudo badsum doctor && sudo badsum fix
   sudo badsum capture --auto web1 -d 10 -o caps/
   badsum trace caps/c1:eth0.pcapng caps/host:c1-veth.pcapng caps/host:c2-veth.pcapng
+  sudo badsum follow -f 'tcp port 80' --duration 10
   sudo badsum lab run ovs-userspace-veth
 """
 

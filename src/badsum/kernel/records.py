@@ -36,7 +36,7 @@ def decode_event(raw: bytes, reasons: dict[int, str] | None = None) -> KernelEve
         raise RecordError(f"record of {len(raw)} bytes, shorter than the {EVENT_HEADER.size}-byte header")
     (ts, skb, location, netns, ifindex, length, data_len, csum, mark, reason, wire_len, csum_start, csum_offset,
      gso_size, gso_segs, gso_type, protocol, dev_type, data_offset, cap_len, hook, ip_summed, csum_level, flags,
-     cpu, _pad, ifname) = EVENT_HEADER.unpack_from(raw)  # fmt: skip
+     cpu, iif, ifname) = EVENT_HEADER.unpack_from(raw)  # fmt: skip
     data = raw[EVENT_HEADER.size : EVENT_HEADER.size + cap_len]
     try:
         h = Hook(hook)
@@ -52,7 +52,7 @@ def decode_event(raw: bytes, reasons: dict[int, str] | None = None) -> KernelEve
         gso_size=gso_size, gso_segs=gso_segs, gso_type=gso_type, len=length, data_len=data_len, mark=mark,
         protocol=int.from_bytes(protocol.to_bytes(2, "little"), "big"), dev_type=dev_type, data=data,
         data_offset=data_offset, wire_len=wire_len, l2=bool(flags & EV_L2), reason=reason if h == Hook.DROP else 0,
-        reason_name=reason_name, location=location, cpu=cpu,
+        reason_name=reason_name, location=location, cpu=cpu, iif=iif,
     )  # fmt: skip
 
 

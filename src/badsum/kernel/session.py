@@ -21,7 +21,22 @@ from badsum.kernel.records import STATS, RecordError, decode_drop, decode_event,
 DEFAULT_BTF = "/sys/kernel/btf/vmlinux"
 #: Raw tracepoints need CAP_BPF with CAP_PERFMON (5.8+), or CAP_SYS_ADMIN.
 CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF = 21, 38, 39
-FOLLOW_PROGRAMS = ("on_xmit", "on_receive", "on_rx", "on_drop")
+FOLLOW_PROGRAMS = ("on_xmit", "on_receive", "on_rx")
+#: kfree_skb gained its receiving-socket argument in 6.12; the older program reads three.
+DROP_PROGRAMS = ("on_drop_sk", "on_drop")
+
+
+def _attach_first(obj: libbpf.BpfObject, programs: tuple[str, ...]) -> str:
+    """Attach the first program the kernel accepts; the name of the one attached."""
+    last: libbpf.BpfError | None = None
+    for prog in programs:
+        try:
+            obj.attach(prog)
+            return prog
+        except libbpf.BpfError as e:
+            last = e
+    assert last is not None
+    raise last
 
 
 class Unavailable(Exception):
@@ -102,6 +117,7 @@ class FollowSession:
             self.ring = libbpf.RingBuffer(self.obj.map_fd("events"), self._pending.append)
             for prog in FOLLOW_PROGRAMS:
                 self.obj.attach(prog)
+            self.drop_program = _attach_first(self.obj, DROP_PROGRAMS)
         except libbpf.BpfError as e:
             self.close()
             raise _unavailable(e) from None
@@ -157,7 +173,7 @@ class DropCounter:
         try:
             self.obj = libbpf.BpfObject(_object("drops.bpf.o"), "badsum_drops", btf_path)
             self.obj.load()
-            self.obj.attach("count_drop")
+            self.program = _attach_first(self.obj, ("count_drop_sk", "count_drop"))
         except libbpf.BpfError as e:
             self.close()
             raise _unavailable(e) from None

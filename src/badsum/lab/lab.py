@@ -201,6 +201,15 @@ class Lab:
                 received = int(line.split(",")[1].split()[0])
         return {"ok": received == count, "sent": count, "received": received, "stderr": r.stderr.strip()}
 
+    # -- eBPF ----------------------------------------------------------------------------------
+
+    def follow(self, filter_text: str = "", ports=None):  # noqa: ANN001, ANN201
+        """`badsum follow` for the duration of a `with` block, journeys named with the lab's names."""
+        from badsum.lab.follow import LabFollow
+        from badsum.wire.ports import PortTable
+
+        return LabFollow({n: self.ns(n) for n in self.topology.namespaces}, filter_text, ports or PortTable())
+
     # -- capture points -------------------------------------------------------------------------
 
     @contextmanager

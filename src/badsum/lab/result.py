@@ -39,6 +39,8 @@ class ScenarioResult:
     drops: list[dict] = field(default_factory=list)
     drops_note: str | None = None
     traffic: dict[str, object] = field(default_factory=dict)
+    follow: dict[str, object] = field(default_factory=dict)
+    """Phase -> what `badsum follow` saw in it (its --json data), or {"not_run": why}."""
     table: list[dict] = field(default_factory=list)
     kernel: str = field(default_factory=platform.release)
     duration_s: float = 0.0

@@ -51,6 +51,7 @@ struct skb_shared_info {
 struct sk_buff {
 	struct net_device *dev;
 	struct sock *sk;
+	int skb_iif;
 	unsigned int len;
 	unsigned int data_len;
 	__u8 ip_summed : 2;

@@ -28,8 +28,7 @@ struct {
 	__type(value, __u64);
 } overflow SEC(".maps");
 
-SEC("raw_tp/kfree_skb")
-int count_drop(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int count(struct bpf_raw_tracepoint_args *ctx, struct sock *rx_sk)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
 	struct net_device *dev = BPF_CORE_READ(skb, dev);
@@ -43,7 +42,11 @@ int count_drop(struct bpf_raw_tracepoint_args *ctx)
 		k.ifindex = BPF_CORE_READ(dev, ifindex);
 		k.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	} else {
-		k.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+		/* No device (TCP cleared it before queueing to the socket): the receiving socket's
+		 * namespace, and the device the skb came in on. */
+		struct sock *sk = rx_sk ? rx_sk : BPF_CORE_READ(skb, sk);
+		k.ifindex = BPF_CORE_READ(skb, skb_iif);
+		k.netns = sk ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0;
 	}
 	v = bpf_map_lookup_elem(&drops, &k);
 	if (!v) {
@@ -65,4 +68,17 @@ int count_drop(struct bpf_raw_tracepoint_args *ctx)
 	}
 	__sync_fetch_and_add(&v->count, 1);
 	return 0;
+}
+
+/* kfree_skb with rx_sk (6.12+); the loader falls back to count_drop where attaching this fails. */
+SEC("raw_tp/kfree_skb")
+int count_drop_sk(struct bpf_raw_tracepoint_args *ctx)
+{
+	return count(ctx, (struct sock *)ctx->args[3]);
+}
+
+SEC("raw_tp/kfree_skb")
+int count_drop(struct bpf_raw_tracepoint_args *ctx)
+{
+	return count(ctx, 0);
 }

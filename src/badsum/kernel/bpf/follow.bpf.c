@@ -389,7 +389,8 @@ static __always_inline int over_rate(const struct config *c, __u64 now)
 	return 0;
 }
 
-static __always_inline int emit(struct sk_buff *skb, struct net_device *dev, __u8 hook, __u64 location, __u32 reason)
+static __always_inline int emit(struct sk_buff *skb, struct net_device *dev, __u8 hook, __u64 location, __u32 reason,
+				struct sock *rx_sk)
 {
 	__u32 zero = 0;
 	struct config *c = bpf_map_lookup_elem(&config, &zero);
@@ -431,11 +432,16 @@ static __always_inline int emit(struct sk_buff *skb, struct net_device *dev, __u
 		e->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	} else {
-		e->ifindex = 0;
-		e->netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
+		/* TCP clears skb->dev before it queues to a socket (tcp_v4_rcv); a checksum drop in
+		 * tcp_v4_do_rcv has none. The receiving socket (kfree_skb's rx_sk, 6.12+) or the
+		 * skb's own socket still says which namespace; skb_iif which device it came in on. */
+		struct sock *sk = rx_sk ? rx_sk : BPF_CORE_READ(skb, sk);
+		e->ifindex = BPF_CORE_READ(skb, skb_iif);
+		e->netns = sk ? BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) : 0;
 		e->ifname[0] = 0;
 		e->flags |= EV_NO_DEV;
 	}
+	e->iif = BPF_CORE_READ(skb, skb_iif);
 	e->len = BPF_CORE_READ(skb, len);
 	e->data_len = BPF_CORE_READ(skb, data_len);
 	e->mark = BPF_CORE_READ(skb, mark);
@@ -484,24 +490,34 @@ static __always_inline int emit(struct sk_buff *skb, struct net_device *dev, __u
 SEC("raw_tp/net_dev_start_xmit")
 int on_xmit(struct bpf_raw_tracepoint_args *ctx)
 {
-	return emit((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[1], HOOK_XMIT, 0, 0);
+	return emit((struct sk_buff *)ctx->args[0], (struct net_device *)ctx->args[1], HOOK_XMIT, 0, 0, 0);
 }
 
 SEC("raw_tp/netif_receive_skb")
 int on_receive(struct bpf_raw_tracepoint_args *ctx)
 {
-	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_RECV, 0, 0);
+	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_RECV, 0, 0, 0);
 }
 
 SEC("raw_tp/netif_rx")
 int on_rx(struct bpf_raw_tracepoint_args *ctx)
 {
-	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_RX, 0, 0);
+	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_RX, 0, 0, 0);
 }
 
-/* kfree_skb(skb, location, reason[, rx_sk]): only real drops (consume_skb has its own event). */
+/* kfree_skb(skb, location, reason, rx_sk) since 6.12: the receiving socket names the namespace of
+ * drops that have no device. Attaching fails on kernels with three arguments (the kernel checks
+ * how far the program reads into the arguments); the loader then attaches on_drop. */
+SEC("raw_tp/kfree_skb")
+int on_drop_sk(struct bpf_raw_tracepoint_args *ctx)
+{
+	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_DROP, ctx->args[1], (__u32)ctx->args[2],
+		    (struct sock *)ctx->args[3]);
+}
+
+/* kfree_skb(skb, location, reason): 5.17 to 6.11. Only real drops (consume_skb has its own event). */
 SEC("raw_tp/kfree_skb")
 int on_drop(struct bpf_raw_tracepoint_args *ctx)
 {
-	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_DROP, ctx->args[1], (__u32)ctx->args[2]);
+	return emit((struct sk_buff *)ctx->args[0], 0, HOOK_DROP, ctx->args[1], (__u32)ctx->args[2], 0);
 }

@@ -15,7 +15,7 @@ enum event_flag {
 	EV_CSUM_VALID = 2,
 	EV_L2 = 4,      /* data starts with an Ethernet header */
 	EV_CUT = 8,     /* fewer bytes captured than the packet has */
-	EV_NO_DEV = 16, /* no skb->dev: namespace taken from the socket */
+	EV_NO_DEV = 16, /* no skb->dev: namespace from the receiving socket, ifindex from skb_iif */
 };
 
 struct event {
@@ -44,7 +44,7 @@ struct event {
 	__u8 csum_level;
 	__u8 flags;
 	__u32 cpu;
-	__u32 _pad;
+	__u32 iif; /* skb->skb_iif: the device it arrived on (a drop with no skb->dev still has it) */
 	char ifname[16];
 	__u8 data[MAX_CAP];
 };

@@ -138,9 +138,12 @@ def phase(lab: Lab, result: ScenarioResult, v: Variant) -> dict:
         result.add("sysctl", f"{v.label}: h2 net.netfilter.nf_conntrack_checksum = {seen}", seen)
     watch = ["h1", "h2", "c2"]
     before, invalid0 = lab.counters(watch), conntrack_invalid(lab, "h2")
-    with lab.capture(POINTS, tag=v.label) as caps:
+    with lab.capture(POINTS, tag=v.label) as caps, lab.follow(f"tcp port {v.port}") as fol:
         tcp = lab.tcp_transfer("h1", "c2", C2, connect_addr=v.connect, port=v.port, nbytes=NBYTES, timeout=10)
     after, invalid = lab.counters(watch), conntrack_invalid(lab, "h2") - invalid0
+    result.follow[v.label] = fol.data if fol.data is not None else {"not_run": fol.why_not}
+    result.add("badsum follow", f"{v.label}: {fol.summary()}; TCP_CSUM drops: "
+               + (", ".join(f"{ns} {fol.drops('TCP_CSUM', f'{ns}:eth0')}" for ns in ("h2", "c2"))), fol.first_bad_hops())
     d = {ns: {k: after[ns][k] - before[ns][k] for k in after[ns]} for ns in watch}
     for point, p in caps.items():
         result.captures[f"{v.label} {point}"] = str(p)

@@ -41,10 +41,13 @@ POINTS = {
 def phase(lab: Lab, result: ScenarioResult, label: str, port: int) -> bool:
     """One round of traffic with captures; returns whether the symptom showed."""
     before = lab.counters(["c2"])
-    with lab.capture(POINTS, tag=label) as caps:
+    with lab.capture(POINTS, tag=label) as caps, lab.follow(f"host {C2}") as fol:
         ping = lab.ping("c1", C2, count=3)
         tcp = lab.tcp_transfer("c1", "c2", C2, port=port, nbytes=100_000, timeout=4)
     after = lab.counters(["c2"])
+    result.follow[label] = fol.data if fol.data is not None else {"not_run": fol.why_not}
+    result.add("badsum follow", f"{label}: {fol.summary()}; TCP_CSUM drops at c2:eth0: {fol.drops('TCP_CSUM', 'c2:eth0')}",
+               fol.first_bad_hops())  # fmt: skip
     csum_errors = after["c2"]["TcpInCsumErrors"] - before["c2"]["TcpInCsumErrors"]
     for point, path in caps.items():
         result.captures[f"{label} {point}"] = str(path)

@@ -173,13 +173,15 @@ def phase(lab: Lab, result: ScenarioResult, underlay: int, overlay: int, port: i
     label = f"u{underlay}-o{overlay}"
     set_mtus(lab, underlay, overlay)
     before = lab.counters(list(NAMESPACES))
-    with lab.capture(POINTS, tag=label) as caps:
+    with lab.capture(POINTS, tag=label) as caps, lab.follow() as fol:
         hb = lab.udp_exchange("h1", "h2", H2, port=HEARTBEAT_PORT, size=overlay - 28, count=HEARTBEATS,
                               df=True, timeout=3)  # fmt: skip
         literal = lab.udp_exchange("h1", "h2", H2, port=HEARTBEAT_PORT, size=ISSUE_DATAGRAM, count=1, df=True,
                                    timeout=2)  # fmt: skip
         tcp = lab.tcp_transfer("c1", "c2", C2, port=port, nbytes=500_000, timeout=5)
     after = lab.counters(list(NAMESPACES))
+    result.follow[label] = fol.data if fol.data is not None else {"not_run": fol.why_not}
+    result.add("badsum follow", f"{label}: {fol.summary()}", fol.first_bad_hops())
     d = {ns: {k: after[ns][k] - before[ns][k] for k in after[ns]} for ns in NAMESPACES}
     for point, path in caps.items():
         result.captures[f"{label} {point}"] = str(path)
