@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,55 @@ class RowCollector:
     def late_rows(self, rows) -> None:  # noqa: ANN001
         self.parts.append(rows.copy())
 
+
+#: Output paths a rename must not replace (badsum.outfile), each as make_target builds it, with
+#: the words badsum's refusal uses for it.
+UNSAFE_TARGETS = {
+    "char-device": "a character device",
+    "fifo": "a FIFO",
+    "socket": "a socket",
+    "directory": "a directory",
+    "symlink-to-fifo": "a symlink to a FIFO",
+    "symlink-to-file": "a symlink to a regular file",
+    "dangling-symlink": "a symlink to nothing that exists",
+}
+
+
+def build_target(kind: str, where: Path, bound: list[socket.socket]) -> Path:
+    """A real file of `kind` in `where` (`char-device` is /dev/null itself; a socket stays bound
+    until the caller closes what `bound` got; `regular` holds b"old content")."""
+    if kind == "char-device":
+        return Path("/dev/null")
+    path = where / kind
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(path))  # a short name: sun_path holds 108 bytes
+        bound.append(s)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "symlink-to-fifo":
+        os.mkfifo(where / "the-fifo")
+        path.symlink_to(where / "the-fifo")
+    elif kind == "symlink-to-file":
+        (where / "the-file").write_bytes(b"keep me")
+        path.symlink_to(where / "the-file")
+    elif kind == "dangling-symlink":
+        path.symlink_to(where / "nothing-here")
+    elif kind == "regular":
+        path.write_bytes(b"old content")
+    else:
+        raise ValueError(kind)
+    return path
+
+
+def file_identity(path: Path) -> tuple:
+    """What a refused write must leave as it was: the type, inode, device numbers, a link's target
+    and what it points to, a directory's entries, a small regular file's bytes."""
+    st = os.lstat(path)
+    link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    pointed = file_identity(Path(os.path.realpath(path))) if link is not None and os.path.exists(path) else None
+    entries = sorted(os.listdir(path)) if stat.S_ISDIR(st.st_mode) else None
+    data = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) and st.st_size < 1 << 20 else None
+    return stat.S_IFMT(st.st_mode), st.st_ino, st.st_rdev, link, pointed, entries, data

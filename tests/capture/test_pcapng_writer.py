@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import stat
 import subprocess
 import warnings
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from test_pcap_reader import read_all, write
 
 from badsum.capture import open_capture
 from badsum.capture.pcapng_writer import PcapngWriter, parse_tp_status_comment, tp_status_comment
+from badsum.outfile import UnsafeTarget
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -102,7 +105,8 @@ def test_round_trip_through_tshark(tmp_path: Path) -> None:
     lines = [line.split("\t") for line in out.stdout.splitlines()]
     assert [int(x[0]) for x in lines] == [r[2] for r in rows]
     assert [int(x[1]) for x in lines] == [len(r[1]) for r in rows]
-    assert lines[0][2] == "1700000000.123456789"
+    # The value, not one tshark build's way of printing it.
+    assert Decimal(lines[0][2]) == Decimal("1700000000.123456789")
     assert lines[1][3] == "|".join(rows[1][4])
     assert lines[2][3] == tp_status_comment(0x108)
     assert [x[4] for x in lines] == ["eth0", "tun0", "eth0", "tun0"]
@@ -184,6 +188,28 @@ def test_close_commits_with_normal_permissions(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
     reader, batches = read_all(path)
     assert batches == [] and not reader.errors and len(reader.sections) == 1
+
+
+def test_a_fifo_or_a_device_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    """A rename would put a regular file in place of the FIFO (or, as root, of /dev/null)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, Path("/dev/null")):
+        with pytest.raises(UnsafeTarget):
+            PcapngWriter(target)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_a_fifo_put_there_while_writing_is_not_replaced(tmp_path: Path) -> None:
+    """Checked again at close: a long capture leaves time for the name to change."""
+    path = tmp_path / "out.pcapng"
+    w = PcapngWriter(path)
+    w.write_packet(w.add_interface(1), b"x" * 60, ts_ns=1)
+    os.mkfifo(path)
+    with pytest.raises(UnsafeTarget):
+        w.close()
+    assert stat.S_ISFIFO(path.lstat().st_mode) and leftovers(tmp_path) == []
 
 
 def test_bad_interface_and_write_failure(tmp_path: Path) -> None:

@@ -774,11 +774,12 @@ def test_annotate_into_a_missing_directory_json_envelope(caps: dict[str, Path], 
     assert doc["status"] == "error" and doc["errors"]
 
 
-def test_annotate_onto_a_directory_exits_3(caps: dict[str, Path], tmp_path: Path) -> None:
+def test_annotate_onto_a_directory_exits_2(caps: dict[str, Path], tmp_path: Path) -> None:
+    """A usage error, like every other path that is not a regular file (tests/cli/test_output_targets.py)."""
     target = tmp_path / "a-directory"
     target.mkdir()
     r = badsum("pcap", "--annotate", target, caps["bad"])
-    assert r.returncode == 3
+    assert r.returncode == 2
     one_line_naming(r.stderr, str(target))
     assert _listing(tmp_path) == ["a-directory"] and _listing(target) == []
 

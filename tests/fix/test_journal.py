@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,15 @@ def test_unreadable_journal_is_refused_and_left_alone(tmp_path: Path) -> None:
     p.write_text(json.dumps({"schema_version": 99, "entries": []}))
     with pytest.raises(JournalError, match="schema_version 99"):
         j.entries()
+
+
+def test_a_journal_that_is_a_fifo_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    """Reading a FIFO would hang the run, and the journal's rename would replace it."""
+    p = tmp_path / "j.json"
+    os.mkfifo(p)
+    with pytest.raises(JournalError, match="it is a FIFO"), Journal(p).locked():
+        pass
+    assert stat.S_ISFIFO(p.lstat().st_mode) and sorted(x.name for x in tmp_path.iterdir()) == ["j.json"]
 
 
 def test_lock_refuses_a_second_run(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import subprocess
@@ -15,6 +16,10 @@ from badsum.host import drops
 from badsum.host.drops import Drop, DropWatch, TraceLine
 
 FIXTURE = REPO / "tests" / "data" / "kfree_skb-format-6.18.txt"
+#: The `uname -r` of the machine the fixture was read on, kept beside it.
+FIXTURE_RELEASE = json.loads(FIXTURE.with_suffix(".json").read_text())["release"]
+#: A kernel enum name as __print_symbolic prints it (SKB_DROP_REASON_ stripped).
+REASON_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 #: A line the 6.18 kernel of this project's machine wrote into a watch instance's trace_pipe.
 REAL_LINE = ("     kworker/0:0-27028   [000] .....  8012.778407: kfree_skb: skbaddr=000000000f30323f "
              "rx_sk=0000000000000000 protocol=0 location=virtio_transport_recv_pkt+0x414/0xf80 reason: NOT_SPECIFIED")  # fmt: skip
@@ -42,6 +47,8 @@ def test_reasons_of_the_stored_6_18_format() -> None:
     assert {k: reasons[k] for k in (10, 11, 14, 85, 93)} == {10: "TCP_CSUM", 11: "UDP_CSUM", 14: "IP_CSUM",
                                                           85: "ICMP_CSUM", 93: "PKT_TOO_BIG"}  # fmt: skip
     assert drops.has_reason_field(text)
+    # The release recorded beside it is the build the file came from, not a guess at a family.
+    assert FIXTURE_RELEASE.startswith("6.18.") and FIXTURE_RELEASE.count(".") >= 2
 
 
 def _live_format() -> str | None:
@@ -80,9 +87,15 @@ def test_reasons_of_the_live_kernel(tmp_path: Path) -> None:
     if text is None:
         pytest.skip("no tracefs readable here (not mounted, and mounting it needs root)")
     reasons = drops.parse_reasons(text)
-    assert reasons == dict(_symbolic_entries(text)) and len(reasons) > 10
-    assert {"TCP_CSUM", "UDP_CSUM", "IP_CSUM", "ICMP_CSUM"} <= set(reasons.values())
-    if os.uname().release.startswith("6.18."):
+    entries = _symbolic_entries(text)
+    # Properties any kernel with drop reasons (5.17+) has; the numbers themselves move between
+    # builds of one patch release (6.18.44-fc-v1272 inserted IPV6_TOO_MANY_EXTHDRS at 99).
+    assert reasons == dict(entries) and len(reasons) > 10
+    assert len(entries) == len(reasons) == len(set(reasons.values())), "a value or a name twice"
+    assert all(REASON_NAME.fullmatch(name) for name in reasons.values()), reasons
+    assert all(value >= 0 for value in reasons)
+    assert {"NOT_SPECIFIED", "TCP_CSUM", "UDP_CSUM", "IP_CSUM", "ICMP_CSUM"} <= set(reasons.values())
+    if os.uname().release == FIXTURE_RELEASE:  # the very build the fixture was read on
         assert reasons == drops.parse_reasons(FIXTURE.read_text())
 
 

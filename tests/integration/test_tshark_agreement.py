@@ -169,10 +169,20 @@ EXCEPTION_HOLDS = {
 }
 
 
+#: Exceptions that are limits of one tshark build (4.0): another build may decode these files. Then
+#: the reason no longer holds, and tshark must agree with badsum like on any other file.
+TSHARK_LIMITS = {"tcpdump__bigtcp-ipv6-geneve-ipv4.pcap", "tcpdump__ppp_ip_udp_dns.pcap"}
+
+
 @pytest.mark.corpus
 @pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_corpus_matches_tshark(path: Path) -> None:
     if path.name in FILE_EXCEPTIONS:
+        if path.name in TSHARK_LIMITS and not EXCEPTION_HOLDS[path.name](path):
+            diffs = compare(path)
+            lifted = f"this tshark lifted the limit ({FILE_EXCEPTIONS[path.name]}) and disagrees:"
+            assert not diffs, "\n".join([lifted, *diffs[:20]])
+            return
         # Not comparable; instead check that the stated reason still holds.
         assert EXCEPTION_HOLDS[path.name](path), FILE_EXCEPTIONS[path.name]
         return

@@ -2,8 +2,10 @@
 
 Output goes to a temporary file in the destination directory and is renamed over the
 destination only by a successful `close()`; an error, `abort()`, or a writer dropped unclosed
-removes the temporary file. Used by `badsum capture` (kernel status per packet, see
-docs/pcapng-encoding.md) and by `--annotate` (copy packets, add comments).
+removes the temporary file. The destination must be a regular file or a new name
+(badsum.outfile): a rename would put a regular file in place of a FIFO or a device node. Used
+by `badsum capture` (kernel status per packet, see docs/pcapng-encoding.md) and by `--annotate`
+(copy packets, add comments).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from badsum import __version__
 from badsum.capture import _framing
 from badsum.capture.batch import Batch
 from badsum.capture.info import Interface
+from badsum.outfile import check_writable_target
 
 TP_STATUS_PREFIX = "badsum:tp_status="
 NO_TP_STATUS = 0xFFFFFFFF
@@ -97,7 +100,8 @@ class PcapngWriter:
 
     Interfaces are declared with `add_interface` (or implicitly by `write_batch`); timestamps are
     written in nanoseconds (if_tsresol 9). Use as a context manager: an exception inside the
-    `with` aborts, a normal exit commits.
+    `with` aborts, a normal exit commits. Raises badsum.outfile.UnsafeTarget, before creating
+    anything, when `path` is not a regular file or a new name.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class PcapngWriter:
         buffer_size: int = 1 << 20,
     ) -> None:
         self.path = os.fspath(path)
+        check_writable_target(self.path)  # UnsafeTarget before any temporary file exists
         directory, base = os.path.split(os.path.abspath(self.path))
         fd, self._tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=directory)
         self._f: BinaryIO = os.fdopen(fd, "wb", buffering=buffer_size)
@@ -251,6 +256,7 @@ class PcapngWriter:
             umask = os.umask(0o022)
             os.umask(umask)
             os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp made it 0600
+            check_writable_target(self.path)  # again: a long capture gives time to put a FIFO there
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()

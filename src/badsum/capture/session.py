@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from badsum.host.model import HOST_NS
+from badsum.outfile import UnsafeTarget, check_writable_target, kind_of
 
 READY_TIMEOUT = 15.0
 
@@ -178,13 +179,18 @@ def run_session(points: list[Point], *, out_dir: str | None, single: str | None,
             raise CaptureError(str(e), code="filter.invalid", usage=True) from None
     if any(p.enter for p in points) and shutil.which("nsenter") is None:
         raise CaptureError("nsenter is not installed (Debian: util-linux)", code="tool.missing", usage=False)
-    if single:
-        work = tempfile.mkdtemp(prefix=".badsum-capture-", dir=os.path.dirname(os.path.abspath(single)))
-    else:
-        assert out_dir is not None
-        made = not os.path.isdir(out_dir)
-        os.makedirs(out_dir, exist_ok=True)
-        work = out_dir
+    check_outputs(points, out_dir=out_dir, single=single)
+    try:
+        if single:
+            work = tempfile.mkdtemp(prefix=".badsum-capture-", dir=os.path.dirname(os.path.abspath(single)))
+        else:
+            assert out_dir is not None
+            made = not os.path.isdir(out_dir)
+            os.makedirs(out_dir, exist_ok=True)
+            work = out_dir
+    except OSError as e:
+        where = single or out_dir
+        raise CaptureError(f"cannot write {where}: {e.strerror or e}", code="output.cannot_write", usage=False) from None
     workers: list[_Worker] = []
     started = time.monotonic()
     interrupted = []
@@ -248,6 +254,27 @@ def run_session(points: list[Point], *, out_dir: str | None, single: str | None,
             **{k: (w.result or {}).get(k) for k in ("packets", "bytes", "wire_bytes", "truncated", "dropped", "stopped")}}
            for w in workers]  # fmt: skip
     return Session(files, pts, stopped, round(time.monotonic() - started, 3))
+
+
+def check_outputs(points: list[Point], *, out_dir: str | None, single: str | None) -> None:
+    """Before any worker starts: every file the session would rename into place must be a regular
+    file or a new name (a rename would replace a FIFO or a device node), and `out_dir` a directory
+    if it exists. CaptureError with usage=True (exit 2) otherwise."""
+    if single:
+        targets = [("--single", single)]
+    else:
+        assert out_dir is not None
+        if os.path.lexists(out_dir) and not os.path.isdir(out_dir):  # a symlink to a directory is one
+            what = (kind_of(os.stat(out_dir).st_mode) or "a regular file") if os.path.exists(out_dir) else "a dangling symlink"
+            raise CaptureError(f"--out {out_dir}: it is {what}, not a directory", code="out.not_a_directory", usage=True)
+        targets = [("--out", os.path.join(out_dir, f"{p.label}.pcapng")) for p in points]
+    for option, path in targets:
+        try:
+            check_writable_target(path)
+        except UnsafeTarget as e:
+            raise CaptureError(f"{option} {path}: {e.strerror}", code=f"{option[2:]}.{e.code}", usage=True) from None
+        except OSError:
+            pass  # a directory still to be made, or missing: the write says which
 
 
 def _tell(w: _Worker, text: str) -> None:
@@ -331,4 +358,5 @@ def merge(files: list[str], labels: list[str], out: str) -> int:
         return w.packets
 
 
-__all__ = ["CaptureError", "Limits", "Point", "Session", "merge", "parse_point", "resolve_namespace", "run_session"]
+__all__ = ["CaptureError", "Limits", "Point", "Session", "check_outputs", "merge", "parse_point", "resolve_namespace",
+           "run_session"]

@@ -1,9 +1,12 @@
-"""Argument types shared by the commands: one message per kind of bad value (exit 2 via argparse)."""
+"""Argument types shared by the commands: one message per kind of bad value (exit 2 via argparse),
+and the check of an output path each command makes before it starts working."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+
+from badsum.outfile import UnsafeTarget, check_writable_target
 
 
 def int_range(lo: int, hi: int | None = None, what: str = "a number") -> Callable[[str], int]:
@@ -24,3 +27,16 @@ def int_range(lo: int, hi: int | None = None, what: str = "a number") -> Callabl
 
 positive = int_range(1)
 port = int_range(1, 65535, "a port number")
+
+
+def unsafe_output(option: str, path: str) -> tuple[str, str] | None:
+    """(error code, one-line message) when `path`, given to `option`, is not a regular file or a new
+    name: the caller exits 2 (usage) before doing any work. None when a write may go ahead; a
+    missing directory is not judged here, the write itself reports it (exit 3)."""
+    try:
+        check_writable_target(path)
+    except UnsafeTarget as e:
+        return f"{option.lstrip('-').replace('-', '_')}.{e.code}", f"{option} {path}: {e.strerror}"
+    except OSError:
+        pass
+    return None

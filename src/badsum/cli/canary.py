@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from badsum.cli.argtypes import unsafe_output
 from badsum.lab import canary
 from badsum.lab.lab import LabError
 from badsum.lab.runner import CommandError
@@ -20,7 +21,8 @@ examples:
   sudo badsum canary --json | jq .data.status
 
 exit codes: 0 every datapath tested passes, 1 a datapath breaks valid TCP or delivers corrupt data,
-            2 usage, 3 could not run (not root, a tool missing) or could not decide
+            2 usage (also a --state-file that is a device, FIFO, socket, directory or symlink),
+            3 could not run (not root, a tool missing) or could not decide
 """
 STATUS = {"PASS": "ok", "FAIL": "findings", "UNKNOWN": "error"}
 
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prefix", metavar="PREFIX", help="object prefix (bs + 6 hex digits; default random)")
     p.add_argument("--state-file", metavar="FILE",
                    help="also write the result (the --json envelope, with data.finished_at) to FILE, atomically; "
-                        "`badsum exporter` reads it")  # fmt: skip
+                        "`badsum exporter` reads it; a regular file or a new name")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -45,6 +47,12 @@ def _say(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.prefix and not PREFIX_RE.match(args.prefix):
         _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
+        return 2
+    if args.state_file and (refused := unsafe_output("--state-file", args.state_file)):
+        # Refused before any namespace is made: a rename would replace a FIFO or a device there.
+        if args.json:
+            print(Envelope("canary", "error", {}, [{"code": refused[0], "message": refused[1]}]).to_json())
+        _say(refused[1])
         return 2
     progress = (lambda msg: _say(f"canary: {msg}")) if sys.stderr.isatty() else None
     try:

@@ -18,8 +18,10 @@ examples:
   sudo badsum capture --auto 198.51.100.7 --list                 # the points it would use
   sudo badsum capture --auto web --single web.pcapng --json
 
-exit codes: 0 captured, 2 usage (unknown namespace or interface, a filter that does not compile),
-            3 could not capture (not root, a worker failed), 130 interrupted before capturing
+exit codes: 0 captured, 2 usage (unknown namespace or interface, a filter that does not compile, an
+            output that is a device, FIFO, socket, directory or symlink, or -o naming a non-directory),
+            3 could not capture (not root, a worker failed, the output cannot be written), 130 interrupted
+            before capturing
 """
 
 

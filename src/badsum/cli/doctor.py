@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from badsum.cli.argtypes import unsafe_output
+from badsum.outfile import atomic_write
 from badsum.report.envelope import Envelope
 from badsum.rules.engine import evaluate, load_rules, notes, problems, resolve_namespaces
 from badsum.rules.model import Finding, Outcome
@@ -22,8 +24,9 @@ examples:
   sudo badsum doctor --save node1.json     # ... and keep the snapshot
   badsum doctor --from node1.json --json   # the same findings anywhere, without root
 
-exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage,
-            3 could not inspect (not root, unreadable snapshot, unknown namespace, --save failed)
+exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage (also --save naming a device,
+            FIFO, socket, directory or symlink), 3 could not inspect (not root, unreadable snapshot,
+            unknown namespace, --save failed)
 """
 OUTCOME_WORD = {Outcome.FAIL: "FAIL", Outcome.WARN: "WARN", Outcome.PASS: "PASS", Outcome.SKIP: "SKIP",
                 Outcome.UNKNOWN: "UNKNOWN"}  # fmt: skip
@@ -33,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
-    p.add_argument("--save", metavar="FILE", help="also write the host snapshot to FILE (JSON), for --from")
+    p.add_argument("--save", metavar="FILE",
+                   help="also write the host snapshot to FILE (JSON), for --from; a regular file or a new name")
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="evaluate a saved snapshot instead of this host (no root needed; - reads stdin)")
     p.add_argument("--namespace", "-n", metavar="NS", action="append", default=[],
@@ -149,18 +153,9 @@ def collect(interval: float) -> Any:
 
 def save(snapshot: Any, path: str) -> None:
     """Write atomically: a crash leaves the old file (or none), never half a snapshot."""
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.part")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(snapshot.to_json())
-            fh.write("\n")
-        os.replace(tmp, path)
+        atomic_write(Path(path), (snapshot.to_json() + "\n").encode())
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CannotInspect("snapshot.cannot_save", f"cannot write {path}: {e.strerror or e}") from None
 
 
@@ -189,6 +184,12 @@ def diagnose(args: argparse.Namespace) -> DoctorResult:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.save and (refused := unsafe_output("--save", args.save)):
+        if args.json:
+            data = {"source": args.from_file or "live", "findings": []}
+            print(Envelope("doctor", "error", data, [{"code": refused[0], "message": refused[1]}]).to_json())
+        _say(refused[1])
+        return 2
     try:
         result = diagnose(args)
     except CannotInspect as e:

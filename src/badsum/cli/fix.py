@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from badsum.cli.argtypes import unsafe_output
 from badsum.fix import persist as persist_mod
 from badsum.fix.apply import ActionResult, UndoResult, apply_plan, undo
 from badsum.fix.journal import DEFAULT_PATH, Journal, JournalError, open_entries
@@ -29,7 +30,8 @@ examples:
   badsum fix --from snap.json             # plan from a saved snapshot (no root needed)
 
 exit codes: 0 nothing to do (with --apply: every finding gone; --undo: all restored),
-            1 a plan exists (with --apply: a finding remains), 2 usage,
+            1 a plan exists (with --apply: a finding remains), 2 usage (also a --journal that is a
+            device, FIFO, socket, directory or symlink),
             3 could not inspect or apply (not root, a command failed; --undo: an entry could not be restored)
 """
 ENV_JOURNAL = "BADSUM_FIX_JOURNAL"
@@ -123,6 +125,10 @@ def run(args: argparse.Namespace, *, collect_fn: Callable[..., HostSnapshot] | N
         _say("--undo restores what the journal recorded; it takes only RULE-IDs, --journal and --json")
         return 2
     journal = _journal(args)
+    # Refused before anything is inspected or changed: a FIFO there would hang the first read, and
+    # the journal's rename would replace a device node.
+    if (args.apply or args.undo) and (refused := unsafe_output("--journal", str(journal.path))):
+        return _fail(args, *refused, exit_code=2)
     if args.undo:
         return run_undo(args, journal)
     wanted = {r.upper() for r in args.rules}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 
 from rich.console import Console
@@ -12,7 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from badsum.capture import CaptureOpenError, open_capture
 from badsum.capture.pcapng_writer import PcapngWriter
-from badsum.cli.argtypes import int_range, port
+from badsum.cli.argtypes import int_range, port, unsafe_output
+from badsum.outfile import UnsafeTarget
 from badsum.report.envelope import Envelope
 from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, to_data
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
@@ -31,7 +33,9 @@ examples:
 
 exit codes: 0 all checksums ok and no failing symptom, 1 bad checksums (or partial ones on received
             packets) or a failing symptom (a connect that never succeeded, ping-only, a PMTU black
-            hole ...), 2 usage error, 3 input unreadable or damaged (packets before the damage are reported)
+            hole ...), 2 usage error (also an --annotate OUT that is the input, or not a regular file
+            or a new name: a device, FIFO, socket, directory or symlink), 3 input unreadable or
+            damaged (packets before the damage are reported), or OUT cannot be written
 """
 
 
@@ -42,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON envelope {schema_version, command, status, data, errors}")
     out.add_argument("--jsonl", action="store_true", help="print one JSON record per non-ok checksum, then one per symptom")
-    p.add_argument("--annotate", metavar="OUT.pcapng", help="write a pcapng copy with a comment on every non-ok checksum")
+    p.add_argument("--annotate", metavar="OUT.pcapng",
+                   help="write a pcapng copy with a comment on every non-ok checksum; OUT must be a regular file "
+                        "or a new name (a device, FIFO, socket, directory or symlink is refused: exit 2)")  # fmt: skip
     p.add_argument("--vxlan-port", metavar="PORT", type=port, action="append", default=[],
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--jobs", "-j", metavar="N", type=int_range(1, 256), default=1, help="threads for the fast path (default 1)")
@@ -57,21 +63,40 @@ def _say(message: str) -> None:
     print(f"badsum: {message}", file=sys.stderr, flush=True)
 
 
-def _fail(args: argparse.Namespace, code: str, message: str, data: dict | None = None) -> int:
+def _fail(args: argparse.Namespace, code: str, message: str, data: dict | None = None, exit_code: int = 3) -> int:
     if args.json:
         print(Envelope("pcap", "error", data or {"file": args.file}, [{"code": code, "message": message}]).to_json())
     _say(message)
-    return 3
+    return exit_code
+
+
+def _names_the_input(out: str, file: str) -> bool:
+    if os.path.abspath(out) == os.path.abspath(file):
+        return True
+    if file == "-":
+        return False
+    try:
+        o, i = os.lstat(out), os.stat(file)
+    except OSError:
+        return False
+    # The same file under another spelling (a symlinked directory, a hard link): the rename would
+    # take the input's name away from it.
+    return stat.S_ISREG(o.st_mode) and (o.st_dev, o.st_ino) == (i.st_dev, i.st_ino)
+
+
+def _check_annotate(args: argparse.Namespace) -> int | None:
+    """The exit code when --annotate's path must not be written; checked before the capture is read."""
+    if _names_the_input(args.annotate, args.file):
+        return _fail(args, "annotate.is_the_input", "--annotate must not overwrite the input capture", exit_code=2)
+    if refused := unsafe_output("--annotate", args.annotate):
+        return _fail(args, *refused, exit_code=2)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     machine = args.json or args.jsonl
-    if args.annotate:
-        if os.path.abspath(args.annotate) == os.path.abspath(args.file):
-            _say("--annotate must not overwrite the input capture")
-            return 2
-        if os.path.isdir(args.annotate):
-            return _fail(args, "annotate.is_a_directory", f"cannot write {args.annotate}: it is a directory")
+    if args.annotate and (refused := _check_annotate(args)) is not None:
+        return refused
     try:
         reader = open_capture(args.file)
     except CaptureOpenError as e:
@@ -84,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         if args.annotate:
             try:
                 writer = PcapngWriter(args.annotate)
+            except UnsafeTarget as e:  # it changed since the check above
+                return _fail(args, f"annotate.{e.code}", f"--annotate {args.annotate}: {e.strerror}", exit_code=2)
             except OSError as e:
                 return _fail(args, "annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}")
             sinks.append(AnnotateSink(writer, reader.interfaces))

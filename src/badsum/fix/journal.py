@@ -13,11 +13,12 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from badsum.outfile import UnsafeTarget, atomic_write, check_writable_target
 
 SCHEMA_VERSION = 1
 DEFAULT_PATH = Path("/var/lib/badsum/fix-journal.json")
@@ -94,6 +95,10 @@ class Journal:
     def locked(self) -> Iterator[Journal]:
         """An exclusive lock (a `.lock` file next to the journal), so two runs never interleave."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            check_writable_target(self.path)  # a FIFO here would hang the first read; a device would be replaced
+        except UnsafeTarget as e:
+            raise JournalError(str(e)) from None
         fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -147,27 +152,6 @@ class Journal:
             atomic_write(self.path, data.encode())
         except OSError as e:
             raise JournalError(f"cannot write {self.path}: {e.strerror or e}") from None
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def open_entries(entries: list[Entry], rules: set[str] | None = None) -> list[Entry]:

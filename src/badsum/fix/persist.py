@@ -24,9 +24,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from badsum.fix.journal import APPLIED, Entry, Journal, atomic_write
+from badsum.fix.journal import APPLIED, Entry, Journal
 from badsum.fix.plan import RX_GROUP, TX_GROUP, PlannedAction
 from badsum.host.model import HOST_NS, HostSnapshot, Link
+from badsum.outfile import atomic_write
 from badsum.rules.model import FixAction
 
 ETHTOOL = "/usr/sbin/ethtool"
