@@ -104,3 +104,44 @@ def test_kernel_status_and_sll_vlan_agree() -> None:
     assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
     assert {(int(r["frame"]), int(r["status"]), int(r["flags"])) for r in slow} == {(1, 2, 0x01 | 0x02), (3, 2, 0x02)}
     assert any(v.frame == 4 and v.layer.label == "tcp" and v.status.label == "ok" for v in verdicts)
+
+
+def _lco_frame() -> bytes:
+    """A VXLAN frame as the sending host holds it with local checksum offload: the outer UDP sum
+    is the finished packet's (scapy computes it), the inner TCP field still holds the
+    pseudo-header sum."""
+    from scapy.all import IP, TCP, UDP, VXLAN, Ether, Raw, raw
+
+    inner = Ether(src="02:00:00:00:0c:01", dst="02:00:00:00:0c:02") / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(
+        sport=5, dport=6, flags="PA") / Raw(b"abcd")  # fmt: skip
+    done = Ether(raw(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.51.100.1", dst="198.51.100.2")
+                     / UDP(sport=40000, dport=4789) / VXLAN(vni=7) / inner))  # fmt: skip
+    data = bytearray(raw(done))
+    tcp_at = 14 + 20 + 8 + 8 + 14 + 20
+    tcp_len = len(data) - tcp_at
+    from badsum.checksum import inet
+
+    pseudo = inet.pseudo_v4(bytes([192, 0, 2, 1]), bytes([192, 0, 2, 2]), 6, tcp_len)
+    data[tcp_at + 16 : tcp_at + 18] = pseudo.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_lco_outer_udp_is_pending_with_the_inner_sum_in_both_paths() -> None:
+    """Local checksum offload: with TP_STATUS_CSUMNOTREADY the outer UDP sum that verifies once the
+    inner sum is filled in is pending (kernel), in the C scanner and the decoder alike; without the
+    kernel's word it is bad (only the bytes speak)."""
+    from badsum.checksum.detailed import DetailedJudge
+    from badsum.checksum.verdict import TP_STATUS_CSUMNOTREADY, Layer, Status
+    from badsum.scan.rows import verdicts_to_rows
+
+    lco = _lco_frame()
+    broken = bytearray(lco)
+    broken[14 + 20 + 6] ^= 0x01  # an outer sum that is wrong even after the fill
+    frames = [(lco, 1, TP_STATUS_CSUMNOTREADY), (lco, 1, 0xFFFFFFFF), (bytes(broken), 1, TP_STATUS_CSUMNOTREADY)]
+    fast = Scanner(ScanConfig()).fast.scan(_batch(frames))
+    judge = DetailedJudge()
+    verdicts = [v for i, (f, lt, tp) in enumerate(frames) for v in judge.judge(i + 1, 0, f, len(f), lt, tp).verdicts]
+    slow = verdicts_to_rows(verdicts)
+    assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
+    outer = {v.frame: v.status for v in verdicts if v.layer == Layer.UDP and v.depth == 0}
+    assert outer == {1: Status.PARTIAL, 2: Status.BAD, 3: Status.BAD}

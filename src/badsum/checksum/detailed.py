@@ -59,7 +59,7 @@ class DetailedJudge:
                 res.verdicts.extend(self._judge_datagram(dg, frame_no))
         res.issues.extend(i for _, i in self.reassembler.issues[n_issues:])
         if tp_status != TP_STATUS_UNKNOWN:
-            res.verdicts = apply_kernel_status(res.verdicts, tp_status, superframes(frame))
+            res.verdicts = apply_kernel_status(res.verdicts, tp_status, superframes(frame), frame, self.ports)
         return res
 
     def _judge_datagram(self, dg: Datagram, frame_no: int) -> list[Verdict]:

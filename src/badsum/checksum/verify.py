@@ -85,12 +85,14 @@ def superframes(frame: fr.Frame) -> frozenset[tuple[int, Layer]]:
 
 
 def apply_kernel_status(
-    verdicts: list[Verdict], tp_status: int, superframes: frozenset[tuple[int, Layer]] = frozenset()
-) -> list[Verdict]:
+    verdicts: list[Verdict], tp_status: int, superframes: frozenset[tuple[int, Layer]] = frozenset(),
+    frame: fr.Frame | None = None, ports: PortTable | None = None,
+) -> list[Verdict]:  # fmt: skip
     """The kernel's own per-packet status decides over inference (docs/verdicts.md).
 
     `superframes` names the (depth, layer) checksums that sit in GSO super-frames: a partial
-    made by the kernel's word gets the GSO flag there too.
+    made by the kernel's word gets the GSO flag there too. With the `frame`, an outer UDP checksum
+    of a tunnel whose inner sum is pending is judged as it will be once that sum is filled in.
     """
     out = list(verdicts)
     if tp_status & TP_STATUS_CSUMNOTREADY:
@@ -100,11 +102,30 @@ def apply_kernel_status(
             v = out[i]
             gso = VerdictFlag.GSO if (v.depth, v.layer) in superframes else VerdictFlag.NONE
             out[i] = _replace(v, Status.PARTIAL, v.flags | VerdictFlag.KERNEL | gso)
+            if frame is not None:
+                for j, x in enumerate(out):
+                    if x.layer == Layer.UDP and x.depth < v.depth and x.status == Status.BAD and \
+                            lco_verifies(frame, out[i], x, ports or PortTable()):  # fmt: skip
+                        out[j] = _replace(x, Status.PARTIAL, x.flags | VerdictFlag.KERNEL)
     if tp_status & TP_STATUS_CSUM_VALID:
         for i, v in enumerate(out):
             if v.layer in (Layer.TCP, Layer.UDP, Layer.UDPLITE) and v.status in (Status.BAD, Status.PARTIAL):
                 out[i] = _replace(v, Status.OK, v.flags | VerdictFlag.KERNEL)
     return out
+
+
+def lco_verifies(frame: fr.Frame, pending: Verdict, outer: Verdict, ports: PortTable) -> bool:
+    """Whether the `outer` (tunnel UDP) checksum verifies once the `pending` inner field holds its
+    complete sum. Local checksum offload (Documentation/networking/checksum-offloads.rst, "LCO")
+    computes the outer sum for the packet as it will leave, so until the inner sum is filled in
+    the outer one only looks wrong."""
+    if pending.stored == pending.computed or pending.offset + 2 > len(frame.data):
+        return False
+    data = bytearray(frame.data)
+    data[pending.offset : pending.offset + 2] = pending.computed.to_bytes(2, "big")
+    filled = fr.decode_frame(bytes(data), frame.linktype, frame.wire_len, ports)
+    return any(x.offset == outer.offset and x.layer == outer.layer and x.status in (Status.OK, Status.ZERO_ALLOWED)
+               for x in verify_frame(filled, 0, ports=ports))  # fmt: skip
 
 
 def _replace(v: Verdict, status: Status, flags: VerdictFlag) -> Verdict:

@@ -539,6 +539,39 @@ static int ipv6_level(packet_ctx *c, int depth, const uint8_t *h, size_t cap, si
     return judge_l4(c, depth, &ip, h + 40, plen, l4cap, pseudo, l4);
 }
 
+/* Local checksum offload (Documentation/networking/checksum-offloads.rst): a tunnel's outer UDP
+ * sum is computed for the packet as it will leave, with the inner sum filled in. While that inner
+ * sum is pending (row `inner`), an outer UDP sum that verifies once it is filled is pending too,
+ * not bad. Filling the field adds computed - stored to every sum over it (RFC 1624); a field at an
+ * odd distance from the outer one enters the sum byte-swapped. checksum/verify.py lco_verifies is
+ * the reference. */
+static void lco_outer(packet_ctx *c, int inner)
+{
+    const issue_row *in = &c->v[inner].row;
+    if (in->stored == in->computed)
+        return;
+    for (int k = 0; k < c->n; k++) {
+        issue_row *r = &c->v[k].row;
+        if (r->layer != LAYER_UDP || r->status != ST_BAD || r->depth >= in->depth || r->offset > in->offset)
+            continue;
+        uint32_t stored = in->stored & 0xffffu, computed = in->computed & 0xffffu;
+        if ((in->offset - r->offset) & 1u) {
+            stored = ((stored & 0xffu) << 8) | (stored >> 8);
+            computed = ((computed & 0xffu) << 8) | (computed >> 8);
+        }
+        uint32_t sum = (~r->computed & 0xffffu) + computed + (~stored & 0xffffu);
+        while (sum >> 16)
+            sum = (sum & 0xffffu) + (sum >> 16);
+        uint32_t after = ~sum & 0xffffu;
+        if (after == 0)
+            after = 0xffffu; /* RFC 768: a computed zero is sent as all ones */
+        if (after == (r->stored & 0xffffu)) {
+            r->status = ST_PARTIAL;
+            r->flags |= FL_KERNEL;
+        }
+    }
+}
+
 /* Kernel tp_status rules, then the GSO flag (verdicts.md). Returns kernel overrides. */
 static int finish_packet(packet_ctx *c, uint32_t tp_status)
 {
@@ -552,6 +585,7 @@ static int finish_packet(packet_ctx *c, uint32_t tp_status)
                     (r->status == ST_BAD || r->status == ST_PARTIAL)) {
                     r->status = ST_PARTIAL;
                     r->flags |= FL_KERNEL;
+                    lco_outer(c, k);
                     break;
                 }
             }
