@@ -246,7 +246,7 @@ def finish(args: argparse.Namespace, filter_text: str, rec: _Recording, names: d
     }  # fmt: skip
     errors = []
     if args.write:
-        wrote = _write(args.write, events, names, filter_text)
+        wrote = _write(args.write, events, names, filter_text, min(args.snaplen, 2047), loss)
         if isinstance(wrote, str):
             errors.append({"code": "write.failed", "message": wrote})
         else:
@@ -266,12 +266,13 @@ def finish(args: argparse.Namespace, filter_text: str, rec: _Recording, names: d
     return EXIT_FINDINGS if bad else EXIT_OK
 
 
-def _write(path: str, events: list, names: dict[int, str], filter_text: str) -> dict | str:  # noqa: ANN001
+def _write(path: str, events: list, names: dict[int, str], filter_text: str, snaplen: int, loss) -> dict | str:  # noqa: ANN001
     from badsum.capture.follow_pcapng import write_events
 
     try:
+        # bpf_ktime_get_ns is CLOCK_MONOTONIC: the offset to UNIX time, taken now, dates the events.
         summary = write_events(path, events, names, wall_offset_ns=time.time_ns() - time.monotonic_ns(),
-                               filter_text=filter_text)  # fmt: skip
+                               filter_text=filter_text, snaplen=snaplen, loss=loss)  # fmt: skip
     except OSError as e:
         return f"cannot write {path}: {e.strerror or e}"
     return {"path": path, **(summary.as_dict() if hasattr(summary, "as_dict") else {})}
