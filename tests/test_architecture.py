@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "badsum"
-PURE = ("wire", "checksum", "scan", "flows", "trace", "rules")
+PURE = ("wire", "checksum", "scan", "flows", "trace", "rules", "follow")
 #: Modules that would give a pure layer I/O, a clock or a process.
 FORBIDDEN = {"subprocess", "pyroute2", "time", "datetime", "os", "pathlib", "shutil", "io", "gzip", "sys", "rich"}
 FORBIDDEN_OWN = ("badsum.capture.reader", "badsum.capture._stream", "badsum.host", "badsum.lab", "badsum.fix", "badsum.cli", "badsum.report")

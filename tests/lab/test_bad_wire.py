@@ -145,3 +145,21 @@ def test_nothing_left_behind(run: Run) -> None:
             except OSError:
                 continue
             assert not (b"badsum.lab.relay" in cmd and str(out).encode() in b" ".join(cmd)), f"relay left running: {proc}"
+
+
+def test_follow_places_the_corruption_after_the_relay_and_the_drop_where_nstat_counts(run: Run) -> None:
+    """badsum follow (eBPF) in each phase: the first hop whose bytes are bad is the relay's
+    output (sw:tapB, after sw:tapA where it read them); the TCP_CSUM drops are in the namespace
+    whose TcpInCsumErrors rose (nstat), as many."""
+    result, _, _ = run
+    for label, (port, dropper) in EXPECTED.items():
+        data = result.follow.get(label)
+        assert data is not None and "not_run" not in data, f"badsum follow did not run in {label}: {data}"
+        bad = [f["first_bad_hop"] for f in data["flows"] if f["first_bad_hop"]]
+        assert bad, (label, data["summary"])
+        assert {(b["after"], b["before"], b["kind"]) for b in bad} == {("sw:tapA", "sw:tapB", "bad")}, (label, bad)
+        counters = result.traffic[label]["counters"]
+        for ns in ("h2", "c2"):
+            seen = sum(d["count"] for d in data["drops"] if d["reason"] == "TCP_CSUM" and d["namespace"] == ns)
+            assert seen == counters[ns]["TcpInCsumErrors"], (label, ns, seen, counters[ns])
+        assert sum(d["count"] for d in data["drops"] if d["reason"] == "TCP_CSUM" and d["namespace"] == dropper) > 0

@@ -281,3 +281,47 @@ def test_no_checksum_errors_after_the_fix_python_api(tmp_path: Path, monkeypatch
     assert after["TcpInSegs"] - at_fix["TcpInSegs"] > NBYTES // 65536
     assert feats["tx-checksumming"]["active"] is False
     assert inventory().of(result.prefix) == []
+
+
+# -- badsum follow (eBPF) during the phases -----------------------------------------------------
+
+
+def _follow(run: Kept, phase: str) -> dict:
+    data = run.data["follow"].get(phase)
+    assert data is not None and "not_run" not in data, f"badsum follow did not run in {phase}: {data}"
+    return data
+
+
+def _tcp_to_c2(data: dict) -> list[dict]:
+    from badsum.lab.scenarios.ovs_userspace_veth import C2
+
+    return [f for f in data["flows"] if f["flow"]["proto"] == 6 and f["flow"]["dst"] == C2]
+
+
+def test_follow_names_the_unfinished_hop_and_counts_the_drops_nstat_counts(runs: dict[str, Kept]) -> None:
+    """KB-005 from the kernel's side: PARTIAL up to host:c1-veth, re-created by ovs-vswitchd with
+    nothing pending at host:c2-veth; the TCP_CSUM drops at c2:eth0 are the ones c2's own
+    TcpInCsumErrors counts (nstat, read by this test in the kept namespace)."""
+    for run, phase in ((runs["plain"], "run"), (runs["fix"], "before fix")):
+        data = _follow(run, phase)
+        flows = _tcp_to_c2(data)
+        assert flows, data["summary"]
+        for f in flows:
+            fb = f["first_bad_hop"]
+            assert fb is not None, f["hops"]
+            assert (fb["after"], fb["before"], fb["kind"]) == ("host:c1-veth", "host:c2-veth", "unfinished"), fb
+            assert fb["likely_causes"][0]["id"] in ("KB-005", "KB-007"), fb
+        drops = sum(d["count"] for d in data["drops"] if d["reason"] == "TCP_CSUM" and d["label"] == "c2:eth0")
+        assert drops == run.nstat["c2"]["TcpInCsumErrors"] > 0, (drops, run.nstat["c2"])
+        # Nothing else went bad: the pings (checksummed in software) are fine.
+        assert {fl["first_bad_hop"]["kind"] for fl in data["flows"] if fl["first_bad_hop"]} == {"unfinished"}
+
+
+def test_follow_after_the_fix_sees_no_fault_and_no_drop(runs: dict[str, Kept]) -> None:
+    data = _follow(runs["fix"], "after fix")
+    assert _tcp_to_c2(data), data["summary"]
+    assert data["summary"]["flows_bad"] == 0, [f["first_bad_hop"] for f in data["flows"]]
+    assert not [d for d in data["drops"] if d["reason"].endswith("_CSUM")], data["drops"]
+    # The transfer after the fix crossed the same datapath: its sums were complete at the sender.
+    kinds = {k for f in _tcp_to_c2(data) for h in f["hops"] for k in h["kinds"]}
+    assert kinds <= {"ok", "dropped", "unverifiable"}, kinds

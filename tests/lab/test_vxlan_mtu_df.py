@@ -18,7 +18,7 @@ from support import need_root, need_tool
 from badsum.lab.result import ScenarioResult
 from badsum.lab.topology import build_commands
 
-H1, H2, C1 = "203.0.113.1", "203.0.113.2", "203.0.113.11"
+H1, H2, C1, C2 = "203.0.113.1", "203.0.113.2", "203.0.113.11", "203.0.113.12"
 UNDERLAYS = (1450, 1454)
 _FRAG = re.compile(r"(?P<src>[\d.]+) > (?P<dst>[\d.]+): ICMP [\d.]+ unreachable - need to frag \(mtu (?P<mtu>\d+)\)")
 
@@ -160,3 +160,30 @@ def test_fixed_overlay_heartbeat_and_tcp_work(fixed: Run) -> None:
     # The broken phases of the same run still showed the symptom.
     assert any(m == 1400 for _, _, m in frag_needed(capture(fixed, "u1450-o1500", "c1:eth0")))
     assert not netns_of(fixed.prefix)
+
+
+def _follow(run: Run, phase: str) -> dict:
+    data = run.result.follow.get(phase)
+    assert data is not None and "not_run" not in data, f"badsum follow did not run in {phase}: {data}"
+    return data
+
+
+def test_follow_sees_the_inner_packet_through_the_tunnel_and_the_icmp_in_h1(broken: Run) -> None:
+    """badsum follow (eBPF): the container's TCP packets are one journey from c1:eth0 through
+    h1:vxlan0 and, encapsulated, the underlay (h1:eth0, h2:eth0) to c2:eth0; the frag-needed the
+    VXLAN device sends back stays in h1 (h1:vxlan0, h1:br0), as tcpdump sees it at h1:br0."""
+    for u in UNDERLAYS:
+        phase = f"u{u}-o1500"
+        data = _follow(broken, phase)
+        tcp = [f for f in data["flows"] if f["flow"]["proto"] == 6 and (f["flow"]["src"], f["flow"]["dst"]) == (C1, C2)]
+        assert tcp, data["summary"]
+        devices = {h["device"] for f in tcp for h in f["hops"]}
+        assert {"c1:eth0", "h1:vxlan0", "h1:eth0", "h2:eth0", "h2:vxlan0", "c2:eth0"} <= devices, devices
+        assert data["summary"]["flows_bad"] == 0, [f["first_bad_hop"] for f in data["flows"] if f["first_bad_hop"]]
+        icmp_to_h1 = [f for f in data["flows"] if f["flow"]["proto"] == 1 and f["flow"]["dst"] == H1]
+        assert icmp_to_h1, [f["text"] for f in data["flows"]]
+        assert {h["device"].split(":")[0] for f in icmp_to_h1 for h in f["hops"]} == {"h1"}
+        assert [m for _, dst, m in frag_needed(capture(broken, phase, "h1:br0")) if dst == H1]
+        # The heartbeat itself never reached the underlay: no hop of its flow outside h1.
+        hb = [f for f in data["flows"] if f["flow"]["proto"] == 17 and f["flow"]["dport"] == 6784]
+        assert hb and {h["device"].split(":")[0] for f in hb for h in f["hops"]} == {"h1"}

@@ -114,18 +114,24 @@ def apply_kernel_status(
     return out
 
 
-def lco_verifies(frame: fr.Frame, pending: Verdict, outer: Verdict, ports: PortTable) -> bool:
-    """Whether the `outer` (tunnel UDP) checksum verifies once the `pending` inner field holds its
-    complete sum. Local checksum offload (Documentation/networking/checksum-offloads.rst, "LCO")
-    computes the outer sum for the packet as it will leave, so until the inner sum is filled in
-    the outer one only looks wrong."""
+def after_completion(frame: fr.Frame, pending: Verdict, outer: Verdict, ports: PortTable) -> Verdict | None:
+    """`outer` judged again once the `pending` field holds its complete sum (None: it cannot be
+    filled in). Local checksum offload (Documentation/networking/checksum-offloads.rst, "LCO")
+    computes a tunnel's outer UDP sum for the packet as it will leave, so until the inner sum is
+    filled in the outer one only looks wrong."""
     if pending.stored == pending.computed or pending.offset + 2 > len(frame.data):
-        return False
+        return None
     data = bytearray(frame.data)
     data[pending.offset : pending.offset + 2] = pending.computed.to_bytes(2, "big")
     filled = fr.decode_frame(bytes(data), frame.linktype, frame.wire_len, ports)
-    return any(x.offset == outer.offset and x.layer == outer.layer and x.status in (Status.OK, Status.ZERO_ALLOWED)
-               for x in verify_frame(filled, 0, ports=ports))  # fmt: skip
+    return next((x for x in verify_frame(filled, 0, ports=ports) if x.offset == outer.offset and x.layer == outer.layer),
+                None)  # fmt: skip
+
+
+def lco_verifies(frame: fr.Frame, pending: Verdict, outer: Verdict, ports: PortTable) -> bool:
+    """Whether the outer (tunnel UDP) checksum verifies once the pending inner one is filled in."""
+    x = after_completion(frame, pending, outer, ports)
+    return x is not None and x.status in (Status.OK, Status.ZERO_ALLOWED)
 
 
 def _replace(v: Verdict, status: Status, flags: VerdictFlag) -> Verdict:

@@ -38,7 +38,8 @@ exit codes: 0 no packet went bad, 1 a first bad hop was found, 2 usage error (fi
             anything was recorded
 """
 
-DEFAULT_MAX_EVENTS = 200_000
+#: Events kept at most (about 2 KiB each with their bytes and decoded record): bounds memory.
+DEFAULT_MAX_EVENTS = 50_000
 DRAIN_S = 0.3  # after the command exits: events still in flight through softirq and the ring
 
 
@@ -169,7 +170,7 @@ def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
                 rec.stopped_by = "command-failed"
                 return rec
         while True:
-            got = session.poll(100)
+            got = session.poll_raw(100)  # decoded after the recording: draining must keep up
             room = limit - len(rec.events)
             if len(got) > room:
                 rec.kept_all = args.count is not None and len(rec.events) + len(got) >= args.count
@@ -205,6 +206,7 @@ def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
         if progress:
             sys.stderr.write("\r\033[K")
     rec.ended = time.time()
+    rec.events = session.decode(rec.events)
     return rec
 
 

@@ -52,7 +52,7 @@ class LabFollow:
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            got = self._session.poll(50)
+            got = self._session.poll_raw(50)
             room = MAX_EVENTS - len(self.events)
             self.events.extend(got[:room])
 
@@ -63,7 +63,8 @@ class LabFollow:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
-            self.events.extend(self._session.poll(0)[: max(0, MAX_EVENTS - len(self.events))])
+            self.events.extend(self._session.poll_raw(0)[: max(0, MAX_EVENTS - len(self.events))])
+            self.events = self._session.decode(self.events)
             loss = self._session.loss()
         finally:
             self._session.close()

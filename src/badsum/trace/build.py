@@ -61,7 +61,7 @@ def trace(points: list[Point], observations: list[Observation], topo: Topology, 
         pkt = innermost(c.at[first][0].frame)
         if pkt is None:
             continue
-        flow, text = _flow_of(pkt)
+        flow, text = flow_of(pkt)
         key = (text, c.reverse)
         if key not in flows:
             flows[key] = FlowTrace(flow, text, c.reverse, seq)
@@ -82,7 +82,7 @@ def trace(points: list[Point], observations: list[Observation], topo: Topology, 
     return TraceResult(points, order, sorted(flows.values(), key=lambda f: min(c.first_ts for c in f.chains)), notes)
 
 
-def _flow_of(pkt) -> tuple[dict[str, object], str]:
+def flow_of(pkt) -> tuple[dict[str, object], str]:
     from badsum.trace.hops import addr
 
     src, dst = addr(pkt.ip.src), addr(pkt.ip.dst)

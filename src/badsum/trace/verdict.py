@@ -150,7 +150,7 @@ def _explain_bad(o: Observation, v: Verdict, ref: list[Observation], after: str 
         where = ", ".join(f"{c.frame} (payload {c.payload})" for c in changed[:8])
         return BadHop(after, here, CORRUPTION, f"{len(changed)} payload byte(s) changed between {after} and {here}, "
                       f"checksum not updated: frame offsets {where}", 0, [sight], changed)  # fmt: skip
-    stale = _nat_stale(o, v, ref[0])
+    stale = nat_stale(o, v, ref[0])
     if stale:
         return BadHop(after, here, NAT_STALE, stale, 0, [sight])
     fields = ", ".join(str(c) for c in field_changes(ref[0], o)) or "no header field changed"
@@ -169,7 +169,7 @@ def _counterpart(o: Observation, v: Verdict, ref: Observation) -> tuple[IPPacket
     return None
 
 
-def _nat_stale(o: Observation, v: Verdict, ref: Observation) -> str | None:
+def nat_stale(o: Observation, v: Verdict, ref: Observation) -> str | None:
     pair = _counterpart(o, v, ref)
     if pair is None:
         return None
