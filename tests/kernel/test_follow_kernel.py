@@ -222,9 +222,10 @@ def test_rate_bound_counts_what_it_held_back(pair) -> None:  # noqa: ANN001
         send(topo, a, "a0", burst)
         got = collect(s, lambda evs: False, timeout=0.5)
         stats = s.stats()
-    # 200 frames x (xmit, rx, recv) hook hits; at most 20 per second per CPU were sent.
+    # 200 frames x (xmit, rx, recv) hook hits; at most 20 per second were sent (one more per CPU
+    # where two pass the check at once).
     assert stats["matched"] >= 400
-    assert stats["sent"] == len(got) <= 20 * os.cpu_count()
+    assert stats["sent"] == len(got) <= 20 + os.cpu_count()
     assert stats["rate_limited"] == stats["matched"] - stats["sent"]
 
 

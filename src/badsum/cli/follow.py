@@ -205,6 +205,7 @@ def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
                 proc.wait()
         if progress:
             sys.stderr.write("\r\033[K")
+    rec.events.extend(session.stop()[: max(0, limit - len(rec.events))])
     rec.ended = time.time()
     rec.events = session.decode(rec.events)
     return rec

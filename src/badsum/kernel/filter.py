@@ -159,9 +159,9 @@ def tunnel_ports(by_port: dict[int, int]) -> list[tuple[int, int]]:
     return pairs
 
 
-def pack_config(f: Filter, snaplen: int, rate_per_cpu: int, ports: list[tuple[int, int]]) -> bytes:
+def pack_config(f: Filter, snaplen: int, rate: int, ports: list[tuple[int, int]]) -> bytes:
     """`struct config` of kernel/bpf/follow_event.h."""
-    out = bytearray(_CONFIG_HEAD.pack(len(f.terms), snaplen, rate_per_cpu, 0))
+    out = bytearray(_CONFIG_HEAD.pack(len(f.terms), snaplen, rate, 0))
     padded = ports + [(0, 0)] * (MAX_TUNNEL_PORTS - len(ports))
     out += struct.pack(f"<{MAX_TUNNEL_PORTS}H", *(p for p, _ in padded))
     out += struct.pack(f"<{MAX_TUNNEL_PORTS}B", *(k for _, k in padded))

@@ -191,13 +191,20 @@ class BpfObject:
             raise BpfError(f"attaching {program}", ctypes.get_errno(), take_log())
         self.links.append(Link(link))
 
-    def close(self) -> None:
+    def detach(self) -> None:
+        """Destroy the links (the programs stop running); maps stay readable until close()."""
         lib = _lib
         if lib is None or not hasattr(self, "links"):
             return  # never opened (the constructor raised)
         for link in self.links:
             lib.bpf_link__destroy(link.ptr)
         self.links.clear()
+
+    def close(self) -> None:
+        lib = _lib
+        if lib is None or not hasattr(self, "links"):
+            return
+        self.detach()
         if self.ptr is not None:
             lib.bpf_object__close(self.ptr)
             self.ptr = None

@@ -111,8 +111,7 @@ class FollowSession:
         try:
             ncpu = libbpf.possible_cpus()
             self.ncpu = ncpu
-            per_cpu = 0 if config.rate <= 0 else max(1, -(-config.rate // ncpu))
-            cfg = pack_config(config.filter, min(config.snaplen, 2047), per_cpu, tunnel_ports(config.ports))
+            cfg = pack_config(config.filter, min(config.snaplen, 2047), max(config.rate, 0), tunnel_ports(config.ports))
             libbpf.map_update(self.obj.map_fd("config"), b"\0\0\0\0", cfg)
             self.ring = libbpf.RingBuffer(self.obj.map_fd("events"), self._pending.append)
             for prog in FOLLOW_PROGRAMS:
@@ -141,6 +140,12 @@ class FollowSession:
 
     def poll(self, timeout_ms: int = 100) -> list[KernelEvent]:
         return self.decode(self.poll_raw(timeout_ms))
+
+    def stop(self) -> list[bytes]:
+        """Detach the programs, then take what is still in the ring: after this the counters are
+        final (no event is counted after they are read)."""
+        self.obj.detach()
+        return self.poll_raw(0)
 
     def stats(self) -> dict[str, int]:
         fd = self.obj.map_fd("stats")

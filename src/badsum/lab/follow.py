@@ -63,7 +63,7 @@ class LabFollow:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
-            self.events.extend(self._session.poll_raw(0)[: max(0, MAX_EVENTS - len(self.events))])
+            self.events.extend(self._session.stop()[: max(0, MAX_EVENTS - len(self.events))])
             self.events = self._session.decode(self.events)
             loss = self._session.loss()
         finally:

@@ -51,8 +51,9 @@ struct window {
 	__u64 count;
 };
 
+/* One window for all CPUs: --rate bounds the total, however the load is spread. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct window);
@@ -368,13 +369,14 @@ __attribute__((noinline)) int badsum_filter(__u64 p, __u32 lin, __u32 l2, __u32 
 	return all_match(c, &inner);
 }
 
-/* At most rate_per_cpu events per second on each CPU. */
+/* At most `rate` events per second over all CPUs. The check and the add are not one atomic step,
+ * so a burst may pass a few more (at most one per CPU); the window's reset may race the same way. */
 static __always_inline int over_rate(const struct config *c, __u64 now)
 {
 	__u32 zero = 0;
 	struct window *w;
 
-	if (!c->rate_per_cpu)
+	if (!c->rate)
 		return 0;
 	w = bpf_map_lookup_elem(&rate, &zero);
 	if (!w)
@@ -383,9 +385,9 @@ static __always_inline int over_rate(const struct config *c, __u64 now)
 		w->start = now;
 		w->count = 0;
 	}
-	if (w->count >= c->rate_per_cpu)
+	if (w->count >= c->rate)
 		return 1;
-	w->count++;
+	__sync_fetch_and_add(&w->count, 1);
 	return 0;
 }
 

@@ -68,7 +68,7 @@ struct filter_term {
 struct config {
 	__u32 n_terms;
 	__u32 snaplen;
-	__u32 rate_per_cpu; /* events per second per CPU; 0 = no bound */
+	__u32 rate;  /* events per second over all CPUs; 0 = no bound */
 	__u32 flags;
 	__u16 tunnel_port[MAX_TUNNEL_PORTS];
 	__u8 tunnel_kind[MAX_TUNNEL_PORTS];
