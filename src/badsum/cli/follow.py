@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     recorded = _Recording()
     try:
         with session, _signals_stop():
-            recorded = record(session, args)
+            recorded = record(session, args, names)
             loss = session.loss()
             malformed = session.malformed
             stats = session.stats()
@@ -146,8 +146,14 @@ class _Recording:
     kept_all: bool = True
 
 
-def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
-    """Poll until the duration, the count, the command's end or a signal; returns what arrived."""
+#: How often namespace names are read again while recording: one made and removed meanwhile (a
+#: lab, a short-lived container) is named by what it was called while it lived.
+NAMES_EVERY_S = 1.0
+
+
+def record(session, args: argparse.Namespace, names: dict[int, str]) -> _Recording:  # noqa: ANN001
+    """Poll until the duration, the count, the command's end or a signal; returns what arrived.
+    `names` (netns inode -> id) grows with the namespaces seen meanwhile."""
     rec = _Recording(started=time.time())
     limit = min(args.count or DEFAULT_MAX_EVENTS, DEFAULT_MAX_EVENTS)
     t0 = time.monotonic()
@@ -159,6 +165,7 @@ def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
         _say(f"following {what} on every device in every namespace (Ctrl-C stops)")
     drain_until: float | None = None
     last_shown = 0.0
+    last_names = t0
     try:
         if args.command:
             try:
@@ -177,6 +184,9 @@ def record(session, args: argparse.Namespace) -> _Recording:  # noqa: ANN001
                 got = got[:room]
             rec.events.extend(got)
             now = time.monotonic()
+            if now - last_names >= NAMES_EVERY_S:
+                names.update({k: v for k, v in _names().items() if k not in names})
+                last_names = now
             if progress and now - last_shown > 0.5:
                 sys.stderr.write(f"\r  {len(rec.events):,} events in {now - t0:.0f} s ")
                 sys.stderr.flush()

@@ -236,8 +236,18 @@ def hop_table(f: FlowFollow) -> list[dict[str, object]]:
                 r["checksums"][st] += 1
             if s.direction == "drop":
                 r["reasons"][drop_reason(s.event)] += 1
+    # Order by precedence within journeys (a row comes before another when more journeys pass it
+    # first), not by mean delay: the journeys that reach a row differ (a drop ends only the bad
+    # ones), and a userspace forwarder's delay varies by orders of magnitude.
+    before: Counter[tuple[tuple[str, str], tuple[str, str]]] = Counter()
+    for jj in f.journeys:
+        order = list(dict.fromkeys((h.sighting.label, h.sighting.direction) for h in jj.hops))
+        for i, a in enumerate(order):
+            for b in order[i + 1 :]:
+                before[(a, b)] += 1
+    wins = {a: sum(1 for b in rows if b != a and before[(a, b)] > before[(b, a)]) for a in rows}
     out = []
-    for k in sorted(rows, key=lambda k: (sum(delay[k]) / len(delay[k]), k[1] == "drop")):
+    for k in sorted(rows, key=lambda k: (-wins[k], sum(delay[k]) / len(delay[k]), k[1] == "drop")):
         r = dict(rows[k], packets=len(rows[k]["packets"]))
         for c in ("hooks", "ip_summed", "kinds", "checksums", "reasons"):
             r[c] = dict(r[c])
