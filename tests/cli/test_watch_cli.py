@@ -19,7 +19,7 @@ from badsum.host.nscounters import WATCH_COUNTERS, NsDelta
 BADSUM = [sys.executable, "-m", "badsum"]
 ENVELOPE_KEYS = {"schema_version", "command", "status", "data", "errors"}
 DROP_KEYS = {"reason", "reason_code", "protocol", "protocol_name", "location", "count", "netns", "namespace",
-             "attribution", "candidates"}  # fmt: skip
+             "attribution", "candidates", "device"}  # fmt: skip
 
 
 def badsum(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +39,7 @@ def test_help_has_examples_and_exit_codes(capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize("argv", [["--interval", "0"], ["--interval", "x"], ["--duration", "-1"], ["--interval", "nan"],
-                                  ["--bogus"]])  # fmt: skip
+                                  ["--bogus"], ["--drops", "bpftrace"]])  # fmt: skip
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert main(["watch", *argv]) == 2
     assert "usage: badsum" in capsys.readouterr().err
@@ -156,3 +156,81 @@ def test_resolve_by_id_or_name() -> None:
     refs = [NsRef("host", 1, None), NsRef("web1", 2, "/run/netns/web1", ("web1", "alias")), NsRef("pid:9", 3, "/proc/9/ns/net")]
     chosen, missing = watch.resolve(refs, ["alias", "pid:9", "nope"])
     assert [r.id for r in chosen] == ["web1", "pid:9"] and missing == ["nope"]
+
+
+# -- drops the kernel placed (no kernel: records from Drop values) ----------------------------------
+
+
+def test_kernel_drops_keep_their_own_namespace_and_device_whatever_the_counters_say() -> None:
+    """Both namespaces' TcpInCsumErrors moved: the counter join could not choose, the kernel did."""
+    moved = [NsDelta("bs1234-c2", 2, {**zero(), "TcpInCsumErrors": 4, "UdpInCsumErrors": 1}),
+             NsDelta("web1", 3, {**zero(), "TcpInCsumErrors": 1, "UdpInCsumErrors": 2})]  # fmt: skip
+    drops = [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0"), Drop("UDP_CSUM", 0x800, "__udp4_lib_rcv", 3, 2, "veth0"),
+             Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 3, 1, "veth0"), Drop("NOT_SPECIFIED", 0x800, "x", 99, 1, "lo"),
+             Drop("NOT_SPECIFIED", 0, "skb_release", None, 3)]  # fmt: skip
+    ids = {2: "bs1234-c2", 3: "web1"}
+    rec = watch.interval_record(1, 0.0, 1.0, moved, drops, FakeWatch(), "kernel", ids)
+    assert rec["drops_method"] == "kernel"
+    got = [(d["reason"], d["namespace"], d["netns"], d["device"], d["attribution"], d["count"], d["candidates"])
+           for d in rec["drops"]]  # fmt: skip
+    assert got == [("TCP_CSUM", "bs1234-c2", 2, "eth0", "kernel", 4, []), ("UDP_CSUM", "web1", 3, "veth0", "kernel", 2, []),
+                   ("TCP_CSUM", "web1", 3, "veth0", "kernel", 1, []),
+                   ("NOT_SPECIFIED", None, 99, "lo", "kernel", 1, []),  # a namespace no process or mount holds
+                   ("NOT_SPECIFIED", None, None, None, "host-wide", 3, [])]  # fmt: skip
+    assert all(set(d) == DROP_KEYS for d in rec["drops"])
+    assert rec["drops"][0]["reason_code"] == 10
+    assert watch_view.headline(rec["drops"], {}, 2) == ("TCP_CSUM drops: 4 in bs1234-c2 on eth0 (tcp_v4_rcv); "
+                                                        "UDP_CSUM drops: 2 in web1 on veth0 (__udp4_lib_rcv); "
+                                                        "TCP_CSUM drops: 1 in web1 on veth0 (tcp_v4_rcv)")  # fmt: skip
+    rows = watch_view.text_block(rec, show_all=False).splitlines()
+    assert rows[-5].split() == ["4", "TCP_CSUM", "IPv4", "tcp_v4_rcv", "bs1234-c2:eth0"]
+    assert rows[-2].split()[-1] == "netns:99:lo" and rows[-1].split()[-1] == "host-wide"
+
+
+def test_the_summary_keeps_namespace_and_device_and_says_how_drops_were_placed() -> None:
+    from badsum.host.kernel_drops import DropSource
+
+    moved = [NsDelta("bs1234-c2", 2, {**zero(), "TcpInCsumErrors": 4})]
+    t = watch.Totals()
+    for _ in range(2):
+        watch.add(t, watch.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")],
+                                           FakeWatch(), "kernel", {2: "bs1234-c2"}))  # fmt: skip
+    s = watch.summary_record(t, 0.0, 2.0, DropSource(object(), "kernel", None, None))  # type: ignore[arg-type]
+    assert s["drops"] == [{"reason": "TCP_CSUM", "protocol": 0x800, "protocol_name": "IPv4", "location": "tcp_v4_rcv",
+                           "namespace": "bs1234-c2", "netns": 2, "device": "eth0", "count": 8}]  # fmt: skip
+    assert (s["drops_method"], s["drops_note"]) == ("kernel", None)
+    text = watch_view.summary_text(s)
+    assert text.splitlines()[0] == "badsum watch: 2 intervals, TCP_CSUM drops: 8 in bs1234-c2 on eth0 (tcp_v4_rcv)"
+    assert "drops placed by the kernel" in text
+    fallback = watch.summary_record(watch.Totals(), 0.0, 1.0, DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
+    assert (fallback["drops_method"], fallback["drops_note"]) == ("counter-join", "no kernel BTF at /x")
+    assert watch_view.summary_text(fallback).splitlines()[-1] == "  (kernel drop counter not available: no kernel BTF at /x)"
+
+
+def test_notes_say_how_drops_are_placed_when_not_by_the_kernel() -> None:
+    from badsum.host.kernel_drops import DropSource
+
+    assert watch.drops_notes(DropSource(object(), "kernel", None, None)) == []  # type: ignore[arg-type]
+    assert watch.drops_notes(DropSource(object(), "counter-join", None, None)) == []  # type: ignore[arg-type]  # --drops tracefs: asked for
+    [note] = watch.drops_notes(DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
+    assert note == {"code": "watch.counter_join", "message": "drops are host-wide, joined to namespaces by their "
+                    "counters: the kernel drop counter is not available (no kernel BTF at /x)"}  # fmt: skip
+    [note] = watch.drops_notes(DropSource(None, None, "a", "a; and b"))
+    assert note["code"] == "watch.no_drops" and note["message"] == "kernel drops not shown: a; and b; counters only"
+
+
+def test_live_view_draws_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    moved = [NsDelta("bs1234-c2", 2, {**zero(), "TcpInCsumErrors": 4})]
+    rec = watch.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")], FakeWatch(),
+                                "kernel", {2: "bs1234-c2"})  # fmt: skip
+    t = watch.Totals()
+    watch.add(t, rec)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(watch_view.live_view(t, rec, False, 0.0))
+    out = console.export_text()
+    assert "TCP_CSUM drops: 4 in bs1234-c2 on eth0 (tcp_v4_rcv)" in out
+    assert "placed by the kernel" in out
+    row = next(line for line in out.splitlines() if "tcp_v4_rcv" in line and "IPv4" in line)
+    assert row.split("│")[-2].strip() == "eth0"

@@ -1,6 +1,7 @@
-"""`badsum watch` on the real kernel (root): during the ovs-userspace-veth lab it must report the
-TCP_CSUM drops and the TcpInCsumErrors delta in the receiving container's namespace, agreeing with
-`nstat` read by this test; and whatever way it ends, nothing of it stays in tracefs."""
+"""`badsum watch --drops tracefs` on the real kernel (root): during the ovs-userspace-veth lab it must
+report the TCP_CSUM drops and the TcpInCsumErrors delta in the receiving container's namespace,
+agreeing with `nstat` read by this test; and whatever way it ends, nothing of it stays in tracefs.
+(The kernel drop counter, watch's default: test_watch_ovs_kernel.py, tests/cli/test_watch_drops_root.py.)"""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def test_watch_reports_tcp_csum_drops_in_c2_during_the_ovs_lab(tmp_path: Path) -
     events_before = dynamic_events()
     prefix = unused_prefix()
     c2 = f"{prefix}-c2"
-    w = Watch("--interval", "1")
+    w = Watch("--interval", "1", "--drops", "tracefs")
     try:
         w.wait_for(lambda: len(w.intervals()) >= 1)  # the baseline is taken: the lab's namespaces will be new
         assert tracefs_of(w.proc.pid), "the watch's instance should exist while it runs"
@@ -175,7 +176,7 @@ def test_watch_ends_cleanly_and_leaves_nothing_in_tracefs(how: str) -> None:
     subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
     try:
         subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, timeout=10)
-        w = Watch("--interval", "0.5", *(["--duration", "3"] if how == "duration" else []))
+        w = Watch("--interval", "0.5", "--drops", "tracefs", *(["--duration", "3"] if how == "duration" else []))
         try:
             w.wait_for(lambda: len(w.intervals()) >= 1)
             assert tracefs_of(w.proc.pid)

@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="namespaces that get per-namespace series, the host's first (default 2000)")
     p.add_argument("--max-series", metavar="N", type=_count, default=50_000,
                    help="series per metric family (default 50000)")
-    p.add_argument("--no-drops", action="store_true", help="do not watch kernel drops (no tracefs instance)")
+    p.add_argument("--no-drops", action="store_true", help="do not watch kernel drops (no eBPF program, no tracefs instance)")
+    p.add_argument("--drops", choices=("auto", "kernel", "tracefs"), default="auto",
+                   help="where drops come from: kernel (eBPF: each drop's own namespace and device), tracefs "
+                        "(host-wide, joined to namespaces by counters), auto (kernel, else tracefs; default)")  # fmt: skip
     p.add_argument("--cri-root", metavar="DIR", default="/",
                    help="where the host's /run and /var/lib are, for the runtimes' state files (default /)")
     p.add_argument("--canary-file", metavar="FILE", default=DEFAULT_STATE,
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     canary = None
     try:
         if not args.no_drops:
-            watch = _start_drops(exporter)
+            watch = _start_drops(exporter, getattr(args, "drops", "auto"))
         if args.canary_every:
             from badsum.exporter.canary import CanaryRunner
 
@@ -148,18 +151,25 @@ def run(args: argparse.Namespace) -> int:
     return 130 if signal.SIGINT in got else 0
 
 
-def _start_drops(exporter):
+def _start_drops(exporter, choice: str = "auto"):
+    """The kernel drop counter (each drop's own namespace and device), else the tracefs reader
+    (host-wide drops, joined to namespaces by counters); says which."""
     try:
-        from badsum.host.drops import DropWatch
+        from badsum.host.kernel_drops import KERNEL, open_drops
     except ImportError as e:
         exporter.error("drops", f"drop watching is not available: {e}")
         return None
-    watch = DropWatch(f"badsum-exporter-{os.getpid()}")
-    if not watch.start():
-        exporter.error("drops", f"not watching drops: {watch.why_not}")
+    source = open_drops(choice, f"badsum-exporter-{os.getpid()}")
+    if source.reader is None:
+        exporter.error("drops", f"not watching drops: {source.why_not}")
         return None
-    exporter.drops = watch
-    return watch
+    if source.method == KERNEL:
+        _say("drops: counted by the kernel (eBPF), with the namespace and device of each dropped packet")
+    else:
+        why = f": the kernel drop counter is not available ({source.kernel_why_not})" if source.kernel_why_not else ""
+        _say(f"drops: host-wide from tracefs, joined to namespaces by their counters{why}")
+    exporter.drops = source.reader
+    return source.reader
 
 
 __all__ = ["register", "run"]

@@ -1,7 +1,7 @@
 """What `badsum watch` shows people: a refreshing view on a terminal, plain blocks otherwise.
 
-Both lead with the answer (`TCP_CSUM drops: 4 in bs1234-c2 (tcp_v4_rcv)`), then only what moved
-unless `--all`.
+Both lead with the answer (`TCP_CSUM drops: 4 in bs1234-c2 on eth0 (tcp_v4_rcv)`), then only what
+moved unless `--all`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,31 @@ from typing import Any
 from badsum.host.counters import CSUM_COUNTERS
 
 
-def _where(ns: str | None) -> str:
-    return f"in {ns}" if ns else "host-wide"
+def _namespace(d: dict[str, Any]) -> str | None:
+    """The namespace id, or `netns:INODE` for one the kernel named but no process or mount holds."""
+    if d.get("namespace"):
+        return str(d["namespace"])
+    return f"netns:{d['netns']}" if d.get("netns") else None
+
+
+def _where(ns: str | None, device: str | None = None) -> str:
+    if not ns:
+        return "host-wide"
+    return f"in {ns} on {device}" if device else f"in {ns}"
 
 
 def headline(drops: list[dict[str, Any]], counters: dict[str, dict[str, int]], n_ns: int) -> str:
-    """The answer first: checksum drops by reason and namespace, else checksum counters, else quiet."""
-    csum: dict[tuple[str, str | None], tuple[int, list[str]]] = {}
+    """The answer first: checksum drops by reason, namespace and device, else checksum counters,
+    else quiet."""
+    csum: dict[tuple[str, str | None, str | None], tuple[int, list[str]]] = {}
     for d in drops:
         if d["reason"].endswith("_CSUM"):
-            n, locs = csum.get((d["reason"], d["namespace"]), (0, []))
-            csum[(d["reason"], d["namespace"])] = (n + d["count"], locs + [d["location"]] * (d["location"] not in locs))
+            key = (d["reason"], _namespace(d), d.get("device"))
+            n, locs = csum.get(key, (0, []))
+            csum[key] = (n + d["count"], locs + [d["location"]] * (d["location"] not in locs))
     if csum:
-        parts = [f"{r} drops: {n} {_where(ns)} ({', '.join(locs)})"
-                 for (r, ns), (n, locs) in sorted(csum.items(), key=lambda kv: -kv[1][0])]  # fmt: skip
+        parts = [f"{r} drops: {n} {_where(ns, dev)} ({', '.join(locs)})"
+                 for (r, ns, dev), (n, locs) in sorted(csum.items(), key=lambda kv: -kv[1][0])]  # fmt: skip
         return "; ".join(parts)
     moved = [f"{k} +{v} in {ns}" for ns, c in counters.items() for k, v in c.items() if k in CSUM_COUNTERS and v]
     if moved:
@@ -38,8 +49,16 @@ def _interval_counters(record: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 
 def _drop_row(d: dict[str, Any]) -> str:
-    where = d.get("namespace") or "host-wide"
+    """`count reason protocol location NS[:DEVICE]` (the device when the kernel named it)."""
+    where = _namespace(d) or "host-wide"
+    if d.get("device"):
+        where += f":{d['device']}"
     return f"  {d['count']:>7}  {d['reason']:<22} {d['protocol_name']:<7} {d['location']:<28} {where}"
+
+
+#: What `drops_lost` counts, by method.
+LOST = {"kernel": "drops not counted: the kernel's drop table was full",
+        "counter-join": "drop events lost: the trace buffer overflowed"}  # fmt: skip
 
 
 def text_block(record: dict[str, Any], show_all: bool) -> str:
@@ -57,7 +76,7 @@ def text_block(record: dict[str, Any], show_all: bool) -> str:
             lines.append(f"  {label}: " + (" ".join(f"{k} +{v}" for k, v in shown.items()) or "nothing moved"))
     lines += [_drop_row(d) for d in record["drops"]]
     if record["drops_lost"]:
-        lines.append(f"  ({record['drops_lost']} drop events lost: the trace buffer overflowed)")
+        lines.append(f"  ({record['drops_lost']} {LOST.get(record['drops_method'] or '', LOST['counter-join'])})")
     return "\n".join(lines)
 
 
@@ -67,9 +86,12 @@ def summary_text(s: dict[str, Any]) -> str:
     for ns, c in s["counters"].items():
         lines.append(f"  {ns}: " + " ".join(f"{k} +{v}" for k, v in c.items()))
     lines += [_drop_row(d) for d in s["drops"]]
-    how = {"counter-join": "drops are host-wide; a drop is put in a namespace when only that namespace's "
+    how = {"kernel": "drops placed by the kernel: the namespace and device of each dropped packet (eBPF)",
+           "counter-join": "drops are host-wide; a drop is put in a namespace when only that namespace's "
            "matching counter moved in the same interval", None: f"drops not traced: {s['drops_note']}"}  # fmt: skip
     lines.append(f"  ({how.get(s['drops_method'], s['drops_method'])})")
+    if s["drops_method"] == "counter-join" and s.get("drops_note"):
+        lines.append(f"  (kernel drop counter not available: {s['drops_note']})")
     return "\n".join(lines)
 
 
@@ -90,8 +112,9 @@ def live_view(totals: Any, record: dict[str, Any], show_all: bool, started: floa
     counters: dict[str, dict[str, int]] = {}
     for (ns, k), v in totals.counters.items():
         counters.setdefault(ns, {})[k] = v
-    drops = [{"reason": r, "protocol": p, "location": loc, "namespace": ns, "count": n}
-             for (r, p, loc, ns), n in totals.drops.items()]  # fmt: skip
+    kernel = record.get("drops_method") == "kernel"
+    drops = [{"reason": r, "protocol": p, "location": loc, "namespace": ns, "netns": inode, "device": dev, "count": n}
+             for (r, p, loc, ns, inode, dev), n in totals.drops.items()]  # fmt: skip
     last = _interval_counters(record)
     head = headline(drops, counters, len(last))
     elapsed = time.time() - started
@@ -108,13 +131,15 @@ def live_view(totals: Any, record: dict[str, Any], show_all: bool, started: floa
             if total or v or show_all:
                 style = "red" if k in CSUM_COUNTERS and total else ""
                 t.add_row(ns["id"], k, str(total), f"+{v}", style=style)
-    d = Table(title="drops since start (reason, protocol, kernel location, namespace)", title_justify="left")
-    for col in ("count", "reason", "protocol", "location", "namespace"):
+    how = "placed by the kernel" if kernel else "host-wide, joined by counters"
+    d = Table(title=f"drops since start (reason, protocol, kernel location, namespace, device; {how})",
+              title_justify="left")  # fmt: skip
+    for col in ("count", "reason", "protocol", "location", "namespace", "device"):
         d.add_column(col, justify="right" if col == "count" else "left")
     from badsum.host.drops import protocol_name
 
     for x in sorted(drops, key=lambda x: -x["count"])[:20]:
         style = "red" if x["reason"].endswith("_CSUM") else ""
-        d.add_row(str(x["count"]), x["reason"], protocol_name(x["protocol"]), x["location"], x["namespace"] or "host-wide",
-                  style=style)  # fmt: skip
+        d.add_row(str(x["count"]), x["reason"], protocol_name(x["protocol"]), x["location"], _namespace(x) or "host-wide",
+                  x["device"] or "", style=style)  # fmt: skip
     return Group(title, sub, t, d)

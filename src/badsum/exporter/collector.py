@@ -4,7 +4,8 @@ Scrapes only ever read `Exporter.latest` (one reference, swapped whole when a co
 its text rendered beforehand), so a slow collection never holds a scrape up: the scrape gets the
 previous set. Counters stay
 monotonic: checksum errors are the kernel's absolute per-namespace values (a namespace re-created
-is a new `netns_inode`), drops accumulate here from the start. A namespace that vanished loses
+is a new `netns_inode`), drops accumulate here from the start (in the namespace and on the device
+the kernel names, when its drop counter runs; else joined to a namespace by its counters). A namespace that vanished loses
 its series at the next collection, drops attributed to it included.
 """
 
@@ -86,7 +87,7 @@ class _State:
 
     errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(families.STAGES, 0))
     seen_findings: set[tuple[str, str]] = field(default_factory=set)
-    drops: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    drops: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict)
     snapshot: HostSnapshot | None = None
     owners: dict[str, Owner] = field(default_factory=dict)
     findings: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -103,7 +104,8 @@ class Exporter:
         self.options = options
         self.snapshot_fn = snapshot
         self.drops = drops
-        """A started `badsum.host.drops.DropWatch` (anything with `read() -> list[Drop]`), or None."""
+        """A started drop reader (host/kernel_drops.py KernelDrops or host/drops.py DropWatch: anything
+        with `read() -> list[Drop]`), or None."""
         self.namer = namer
         self.clock = clock
         self.log = log
@@ -193,8 +195,9 @@ class Exporter:
                 return
         over = 0
         for d in got:
+            # The kernel counter names the skb's own namespace; tracefs drops are joined by counters.
             netns = by_inode.get(d.netns, "") if d.netns is not None else by_reason.get(d.reason, "")
-            key = (d.reason, d.protocol_name, d.location, netns)
+            key = (d.reason, d.protocol_name, d.location, netns, getattr(d, "device", None) or "")
             if key not in st.drops and len(st.drops) >= self.options.max_series:
                 over += d.count
                 continue
@@ -241,7 +244,8 @@ class Exporter:
 
 def attribution(previous: HostSnapshot | None, current: HostSnapshot) -> dict[str, str]:
     """Drop reason -> the one namespace whose matching counter moved between the two snapshots
-    (TCP_CSUM and TcpInCsumErrors, ...). The tracepoint carries no namespace; when several moved,
+    (TCP_CSUM and TcpInCsumErrors, ...), for tracefs drops: the tracepoint carries no namespace (the
+    kernel counter's drops have theirs and do not need this); when several moved,
     or none, the drop stays unattributed (""). A namespace new since `previous` counts from 0."""
     if previous is None:
         return {}

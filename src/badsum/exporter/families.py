@@ -65,8 +65,8 @@ class Inputs:
     snapshot: HostSnapshot | None
     findings: Mapping[tuple[str, str], int] = field(default_factory=dict)
     """(rule, fail|warn) -> how many findings (0 for those seen before and cleared)."""
-    drops: Mapping[tuple[str, str, str, str], int] = field(default_factory=dict)
-    """(reason, protocol, location, netns) -> drops since the exporter started."""
+    drops: Mapping[tuple[str, str, str, str, str], int] = field(default_factory=dict)
+    """(reason, protocol, location, netns, device) -> drops since the exporter started."""
     owners: Mapping[str, Owner] = field(default_factory=dict)
     """Namespace id -> pod/container names."""
     canary: CanaryState | None = None
@@ -154,10 +154,12 @@ def build(inputs: Inputs) -> Built:
                                  labels=["rule", "severity"])  # fmt: skip
     for (rule, severity), n in sorted(inputs.findings.items()):
         findings.add_metric([rule, severity], n)
-    drops = CounterMetricFamily("badsum_drops", "Kernel packet drops (skb:kfree_skb) since the exporter started, "
-                                "by drop reason", labels=["reason", "protocol", "location", "netns"])  # fmt: skip
-    for (reason, proto, location, netns), n in sorted(inputs.drops.items()):
-        drops.add_metric([reason, proto, location, netns], n)
+    # `device` is bounded as every label here: keys are capped at max_series (collector) and a
+    # namespace's drops go with it.
+    drops = CounterMetricFamily("badsum_drops", "Kernel packet drops (kfree_skb) since the exporter started, "
+                                "by drop reason", labels=["reason", "protocol", "location", "netns", "device"])  # fmt: skip
+    for (reason, proto, location, netns, device), n in sorted(inputs.drops.items()):
+        drops.add_metric([reason, proto, location, netns, device], n)
     families: list[Metric] = [csum, drops, offload, mtu, findings]
     if inputs.canary is not None:
         ok = GaugeMetricFamily("badsum_canary_ok", "Last canary result per datapath (1 passed, 0 failed)", labels=["datapath"])

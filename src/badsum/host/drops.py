@@ -5,7 +5,8 @@ never from numbers written down here: the enum `skb_drop_reason` grows and is re
 kernel releases. The tracepoint carries no network namespace; `DropWatch` reports drops host-wide
 and the caller joins them with per-namespace counters (see host/nscounters.py). Kernels here
 (6.18 as built) have no kprobe, fprobe or event-probe events, which is what tracefs would need to
-fetch `skb->dev->nd_net` itself.
+fetch `skb->dev->nd_net` itself; where eBPF runs, host/kernel_drops.py serves the same interface
+with the namespace and device of each dropped skb, and this reader is the fallback.
 
 Nothing outside our instance is touched: the event is enabled only inside it, and `stop()`
 disables it, removes the instance and unmounts a tracefs we mounted privately.
@@ -71,8 +72,11 @@ class Drop:
     location: str
     """The kernel function that dropped it, without offset (`tcp_v4_rcv`)."""
     netns: int | None
-    """The network namespace inode when known; the tracepoint alone never knows it."""
+    """The network namespace inode when known: the kernel counter (eBPF) knows it, the tracepoint
+    alone never does."""
     count: int
+    device: str | None = None
+    """The device the skb was on when dropped (`eth0`), when the kernel counter tells it."""
 
     @property
     def protocol_name(self) -> str:
