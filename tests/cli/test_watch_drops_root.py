@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from support import need_root, need_tool
+from watchkit import Watch
 
 pytestmark = pytest.mark.root
 
@@ -32,46 +30,6 @@ BADSUM = [sys.executable, "-m", "badsum"]
 N_TCP, N_UDP, N_TCP_IN_UDP = 7, 5, 3
 #: Seconds a watch runs: its first interval is the baseline, the frames go in the second.
 DURATION = 6
-
-
-class Watch:
-    """`badsum watch --json ARGS` in the background, its lines collected as they come."""
-
-    def __init__(self, *argv: str) -> None:
-        self.proc = subprocess.Popen([*BADSUM, "watch", "--json", *argv], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        self.lines: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def wait_for(self, pred: Callable[[], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert self.proc.poll() is None or pred(), self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < deadline, "watch did not get there in time"
-            time.sleep(0.05)
-
-    def intervals(self) -> list[dict]:
-        return [d["data"] for d in self.lines if d["data"]["kind"] == "interval"]
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
-        try:
-            code = self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGINT)
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        self._reader.join(timeout=10)
-        return code, self.proc.stderr.read() if self.proc.stderr else ""
 
 
 @pytest.fixture(scope="module")

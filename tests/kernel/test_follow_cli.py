@@ -208,20 +208,24 @@ def test_not_root_exit_3() -> None:
     assert "needs root" in r.stderr and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
 
 
-SENDER = ("import socket, sys\n"
+#: Datagrams until stopped, at most argv[1] of them and for at most 20 s (bounded in count and time).
+SENDER = ("import socket, sys, time\n"
           "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+          "end = time.monotonic() + 20\n"
           "for i in range(int(sys.argv[1])):\n"
-          "    s.sendto(b'x' * 32, (sys.argv[2], 9))\n")  # fmt: skip
+          "    s.sendto(b'x' * 32, (sys.argv[2], 9))\n"
+          "    if i % 1000 == 0 and time.monotonic() > end:\n"
+          "        break\n")  # fmt: skip
 
 
 def test_bounded_load_every_event_accounted_for_and_memory_bounded(overlay) -> None:  # noqa: ANN001
-    """Up to 200,000 datagrams through the overlay (about 8 hooks each) with --count 1000 and a rate
-    bound of 400 events/s:
+    """Datagrams through the overlay (about 8 hooks each) until follow stops the sender, with
+    --count 1000 and a rate bound of 400 events/s:
     the recording stops at the count, and every event the filter matched was either sent to user
     space, held back by the rate bound or lost to a full ring, as the kernel-side counters say."""
     topo, c1, h1, h2, c2 = overlay
     r = subprocess.run([*BADSUM, "follow", "--json", "-f", f"udp and dst port 9 and host {C2}", "--rate", "400",
-                        "--count", "1000", "--", "ip", "netns", "exec", c1, sys.executable, "-c", SENDER, "200000", C2],
+                        "--count", "1000", "--", "ip", "netns", "exec", c1, sys.executable, "-c", SENDER, "5000000", C2],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode in (0, 1), r.stderr[-2000:]
     rec = json.loads(r.stdout)["data"]["recording"]

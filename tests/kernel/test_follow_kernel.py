@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from badcsum import SENDER
 from netns import Topology, run, wait_for
 from support import need_root, need_tool
 
@@ -38,7 +39,6 @@ from scapy.all import (  # noqa: E402
     Ether,
     ICMPv6EchoRequest,
     IPv6,
-    IPv6ExtHdrHopByHop,
     PcapReader,
     Raw,
     TCP,
@@ -138,13 +138,6 @@ def pair():  # noqa: ANN201
         yield topo, a, b
 
 
-SENDER = (
-    "import socket, sys\n"
-    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)\n"
-    "s.bind((sys.argv[1], 0))\n"
-    "for line in sys.stdin:\n"
-    "    s.send(bytes.fromhex(line.strip()))\n"
-)
 
 
 def send(topo: Topology, ns: str, dev: str, items: list[bytes]) -> None:

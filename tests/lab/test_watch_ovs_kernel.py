@@ -12,12 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from labkit import netns_names
 from support import need_root, need_tool
+from watchkit import Watch
 
 from badsum.lab import state as lab_state
 
@@ -26,44 +26,6 @@ pytestmark = pytest.mark.root
 BADSUM = [sys.executable, "-m", "badsum"]
 #: Bursts of bad frames into the other namespaces while the lab runs: at most this many, 0.5 s apart.
 MAX_BURSTS = 600
-
-
-class Watch:
-    """`badsum watch --json` in the background, its lines collected as they come."""
-
-    def __init__(self, *argv: str) -> None:
-        self.proc = subprocess.Popen([*BADSUM, "watch", "--json", *argv], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-        self.lines: list[dict] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def wait_for(self, pred: Callable[[], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not pred():
-            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
-            assert time.monotonic() < deadline, "watch did not get there in time"
-            time.sleep(0.05)
-
-    def intervals(self) -> list[dict]:
-        return [d["data"] for d in self.lines if d["data"]["kind"] == "interval"]
-
-    def finish(self, sig: int | None = None, timeout: float = 30) -> tuple[int, str]:
-        if sig is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(timeout=10)
-        return code, self.proc.stderr.read() if self.proc.stderr else ""
 
 
 def nstat(ns: str) -> dict[str, int]:

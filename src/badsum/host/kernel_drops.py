@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from badsum.host.drops import Drop, DropWatch
 from badsum.host.nscounters import COUNTER_JOIN
+from badsum.kernel.records import DropCount
 
 #: `attribution` / `drops_method` of drops the kernel placed (docs/cli.md, `badsum watch`).
 KERNEL = "kernel"
@@ -35,22 +36,12 @@ class NotAvailable(Exception):
     """The kernel counter cannot run here; the message says why in one line."""
 
 
-class _Row(Protocol):
-    netns: int
-    ifindex: int
-    ifname: str
-    reason: str
-    protocol: int
-    location: int
-    count: int
-
-
 class Counting(Protocol):
     """What KernelDrops needs of kernel/session.py's DropCounter (tests pass a fake)."""
 
     reasons: dict[int, str]
 
-    def read(self) -> list[Any]: ...
+    def read(self) -> list[DropCount]: ...
 
     def close(self) -> None: ...
 
@@ -138,7 +129,7 @@ class KernelDrops:
         counter = self._counter
         if counter is None:
             return []
-        rows: list[_Row] = counter.read()
+        rows: list[DropCount] = counter.read()
         overflow = kernel_overflow(counter)
         self.lost += max(0, overflow - self._overflow)
         self._overflow = overflow
