@@ -199,6 +199,35 @@ def test_gzip_corrupt_and_garbage_after_it() -> None:
     assert packets == built.packets and only_error(reader).code == "gzip.corrupt"
 
 
+def _trailer_damaged(data: bytes, field: str) -> bytes:
+    """A real gzip of `data` whose trailer (RFC 1952 2.3.1: CRC-32, then ISIZE) has one field wrong."""
+    gz = bytearray(gzip.compress(data))
+    gz[-8 if field == "crc" else -4] ^= 0xFF
+    return bytes(gz)
+
+
+@pytest.mark.parametrize("field,code", [("crc", "gzip.crc_mismatch"), ("isize", "gzip.length_mismatch")])
+@pytest.mark.parametrize("chunk_size", [4096, 8 << 20])
+def test_gzip_bad_trailer_keeps_every_packet(field: str, code: str, chunk_size: int) -> None:
+    # zlib raises at the trailer and drops that call's whole output: with the default 8 MiB chunk,
+    # every packet of a small capture was lost.
+    for built in (PCAP, PCAPNG):
+        reader, packets = read_bytes(_trailer_damaged(built.data, field), chunk_size=chunk_size)
+        assert packets == built.packets
+        err = only_error(reader)
+        assert (err.code, err.offset) == (code, len(built.data))
+        assert "gzip trailer" in err.message
+
+
+def test_gzip_bad_crc_in_the_second_member() -> None:
+    first, second = simple_pcap(50), simple_pcap(200)
+    body = second.data[24:]  # records only: `cat a.gz b.gz` of one capture split in two
+    data = gzip.compress(first.data) + _trailer_damaged(body, "crc")
+    reader, packets = read_bytes(data)
+    assert packets == first.packets + second.packets
+    assert only_error(reader).code == "gzip.crc_mismatch"
+
+
 @pytest.mark.parametrize(
     "data,reason",
     [

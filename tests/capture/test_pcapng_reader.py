@@ -195,7 +195,7 @@ def test_option_parser_helper_handles_truncation() -> None:
 
 
 def test_framing_rejects_bad_arguments() -> None:
-    from badsum.capture import _framing
+    from badsum.native import _framing
 
     outs = [np.empty(1, t) for t in (np.int64, np.uint32, np.uint32, np.int64, np.int64)]
     with pytest.raises(ValueError):
@@ -211,7 +211,7 @@ def test_framing_rejects_bad_arguments() -> None:
 
 
 def test_encoder_rejects_bad_arguments() -> None:
-    from badsum.capture import _framing
+    from badsum.native import _framing
 
     def cols(offset: int, caplen: int) -> list[np.ndarray]:
         return [np.array([offset], np.int64), np.array([caplen], np.uint32), np.array([caplen], np.uint32),

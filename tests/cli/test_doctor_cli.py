@@ -39,7 +39,7 @@ def envelope(r: subprocess.CompletedProcess[str]) -> dict:
     doc = json.loads(r.stdout)
     assert set(doc) == {"schema_version", "command", "status", "data", "errors"}
     assert doc["command"] == "doctor"
-    assert doc["status"] == {0: "ok", 1: "findings", 3: "error"}[r.returncode]
+    assert doc["status"] == {0: "ok", 1: "findings", 2: "error", 3: "error"}[r.returncode]
     return doc
 
 
@@ -214,10 +214,14 @@ def test_namespace_limits_the_scope(tmp_path: Path) -> None:
     assert {f["rule"] for f in envelope(both)["data"]["findings"]} == {"KB-004", "CSUM-COUNTERS-RISING"}
 
 
-def test_unknown_namespace_exits_3(tmp_path: Path) -> None:
+def test_unknown_namespace_is_a_usage_error(tmp_path: Path) -> None:
+    """As in `fix` and `watch`: exit 2, one line naming the namespaces there are, no report."""
     r = doctor("--from", two_nodes(tmp_path), "--namespace", "ghost")
-    assert r.returncode == 3
-    assert "namespace 'ghost' is not in the snapshot (it has: host, node1, pid:1234)" in r.stderr
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "badsum: unknown namespace 'ghost' for --namespace (known: host, node1, pid:1234)\n"
+    j = doctor("--from", two_nodes(tmp_path), "-n", "node1", "-n", "ghost", "-n", "nope", "--json")
+    assert j.returncode == 2 and j.stderr.startswith("badsum: unknown namespaces 'ghost', 'nope' for --namespace")
+    assert envelope(j)["errors"] == [{"code": "namespace.unknown", "message": j.stderr.removeprefix("badsum: ").strip()}]
 
 
 # -- what could not be inspected: one clear line, no traceback -------------------------------------
@@ -305,7 +309,8 @@ def test_live_namespace_scope_and_unknown_namespace() -> None:
     assert r.returncode in (0, 1), r.stderr
     assert envelope(r)["data"]["namespaces"] == [HOST_NS]
     missing = doctor("--namespace", "bs-no-such-namespace", "--interval", "0.2")
-    assert missing.returncode == 3 and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("badsum: unknown namespace 'bs-no-such-namespace' for --namespace (known: host")
 
 
 @pytest.mark.root

@@ -472,6 +472,27 @@ def test_damaged_input_keeps_findings_before_the_damage(caps: dict[str, Path], t
     }
 
 
+def test_gzip_with_a_bad_crc_trailer_keeps_every_packet(caps: dict[str, Path], tmp_path: Path) -> None:
+    """A real gzip of a capture whose only damage is the CRC-32 of its trailer (RFC 1952 2.3.1):
+    every packet is reported, and the exit code still says the input is damaged (--help promises
+    the packets before the damage; zlib used to take the whole last 8 MiB block with it)."""
+    data = caps["bad"].read_bytes()
+    gz = bytearray(gzip.compress(data))
+    gz[-8] ^= 0xFF
+    path = tmp_path / "bad-crc.pcap.gz"
+    path.write_bytes(gz)
+    r = badsum("pcap", "--jsonl", path)
+    assert r.returncode == 3
+    assert {(x["frame"], x["layer"], x["status"]) for x in jsonl(r.stdout)} == {
+        (i.frame, i.layer, i.status) for i in INJECTED
+    }
+    one_line_naming(r.stderr, f"byte {len(data)}")
+    assert "CRC-32 in the gzip trailer" in r.stderr
+    doc = envelope(badsum("pcap", "--json", path))
+    assert doc["data"]["packets"] == len(pcap_record_starts(data)) - 1
+    assert [(e["code"], e["offset"]) for e in doc["errors"]] == [("gzip.crc_mismatch", len(data))]
+
+
 @pytest.mark.corpus
 def test_corpus_fuzz_record_claiming_16MB(corpus: Path) -> None:
     path = corpus / "suricata-verify__bug-6875-01__fuzz.pcap"
@@ -654,6 +675,83 @@ def test_verbose_adds_the_per_layer_table(capsys: pytest.CaptureFixture[str], ca
 # -- --annotate ---------------------------------------------------------------------------------
 
 
+# -- a capture where nothing decodes -------------------------------------------------------------
+
+UNDECODABLE = {"one-byte": [b"\x00"] * 3000, "zero-length": [b""] * 3000}
+
+
+@pytest.mark.parametrize("kind", UNDECODABLE)
+def test_nothing_decoded_is_not_all_clear(tmp_path: Path, kind: str) -> None:
+    """Thousands of records and not one long enough to hold an Ethernet header: "OK, all 0 checksums
+    verify" with exit 0 would tell a script the capture is clean. Say what the records were, exit 3."""
+    path = tmp_path / f"{kind}.pcap"
+    path.write_bytes(raw_pcap(UNDECODABLE[kind]))
+    what = "3,000 empty" if kind == "zero-length" else "3,000 too short or malformed"
+    r = badsum("pcap", path)
+    assert r.returncode == 3
+    lines = r.stdout.splitlines()
+    assert lines[0].endswith("3,000 packets, 0 checksums judged")
+    assert lines[1].split()[0] == "UNDECODED" and f"none of the 3,000 records could be decoded ({what})" in lines[1]
+    assert "OK" not in r.stdout
+    one_line_naming(r.stderr, "no checksum was judged")
+    doc = envelope(badsum("pcap", "--json", path))
+    assert [e["code"] for e in doc["errors"]] == ["capture.nothing_decoded"]
+    assert doc["data"]["packets"] == doc["data"]["undecodable_records"] == 3000
+    assert doc["data"]["empty_records"] == (3000 if kind == "zero-length" else 0)
+    r = badsum("pcap", "--jsonl", path)
+    assert (r.returncode, r.stdout) == (3, "")
+    one_line_naming(r.stderr, f"({what})")
+
+
+def test_some_records_undecodable_is_said_but_not_an_error(caps: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "good-and-empty.pcap"
+    path.write_bytes(caps["good"].read_bytes() + struct.pack("<IIII", 1, 0, 0, 0) * 5)
+    r = badsum("pcap", path)
+    assert r.returncode == 0 and r.stderr == ""
+    assert "5 records could not be decoded (5 empty)" in r.stdout
+    doc = envelope(badsum("pcap", "--json", path))
+    assert doc["errors"] == [] and (doc["data"]["undecodable_records"], doc["data"]["empty_records"]) == (5, 5)
+
+
+# -- standard output that cannot be written ----------------------------------------------------
+
+STDOUT_FAILURES = {"dev-full": "No space left on device", "closed": "Bad file descriptor"}
+
+
+def badsum_with_stdout(failure: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The real process with standard output at /dev/full (ENOSPC) or closed (`>&-`): nothing to
+    read back on stdout, so only the exit code and stderr are returned."""
+    argv = [*BADSUM, *map(str, args)]
+    if failure == "closed":
+        # Closed in the child before Python starts: its sys.stdout is None, as under `badsum ... >&-`.
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=TIMEOUT,
+                              env=clean_env(), preexec_fn=lambda: os.close(1), check=False)  # fmt: skip
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    with open("/dev/full", "wb") as full:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=TIMEOUT, env=clean_env(), check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("failure", STDOUT_FAILURES)
+@pytest.mark.parametrize("mode", [[], ["--json"], ["--jsonl"]], ids=["text", "json", "jsonl"])
+def test_stdout_that_cannot_be_written_is_named(caps: dict[str, Path], mode: list[str], failure: str) -> None:
+    """One line naming standard output and exit 3 (the report could not be delivered): no traceback,
+    no exit 1 that reads as "findings", and never the input file's name as the thing not written."""
+    r = badsum_with_stdout(failure, "pcap", *mode, caps["bad"])
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.splitlines() == [f"badsum: cannot write to standard output: {STDOUT_FAILURES[failure]}"]
+
+
+@pytest.mark.parametrize("failure", STDOUT_FAILURES)
+def test_stdout_failing_mid_scan_leaves_no_annotated_copy(caps: dict[str, Path], tmp_path: Path, failure: str) -> None:
+    # --jsonl writes while the capture is read (70,001 packets, a bad one in 7): the scan stops there.
+    r = badsum_with_stdout(failure, "pcap", "--jsonl", "--annotate", tmp_path / "copy.pcapng", caps["big"])
+    assert r.returncode == 3
+    assert r.stderr.splitlines() == [f"badsum: cannot write to standard output: {STDOUT_FAILURES[failure]}"]
+    assert _listing(tmp_path) == []
+
+
 def _listing(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
@@ -723,6 +821,16 @@ def test_annotate_with_json_and_jsonl(
         assert code == 1
         assert sum(1 for _, c in _annotated(out) if any(x.startswith("badsum:") for x in c)) == len(INJECTED)
         assert "annotated copy" not in stdout  # machine output stays pure
+
+
+def test_annotate_refuses_an_empty_path(caps: dict[str, Path], tmp_path: Path) -> None:
+    """`--annotate "$OUT"` with OUT unset used to run and write nothing, silently."""
+    r = badsum("pcap", "--annotate", "", caps["bad"], cwd=tmp_path)
+    assert (r.returncode, r.stdout) == (2, "")
+    one_line_naming(r.stderr, "--annotate needs a file name")
+    doc = json.loads(badsum("pcap", "--json", "--annotate", "", caps["bad"], cwd=tmp_path).stdout)
+    assert (doc["status"], [e["code"] for e in doc["errors"]]) == ("error", ["annotate.empty_path"])
+    assert _listing(tmp_path) == []
 
 
 def test_annotate_refuses_the_input_path(caps: dict[str, Path], tmp_path: Path) -> None:

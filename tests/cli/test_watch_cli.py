@@ -12,7 +12,9 @@ import pytest
 from support import REPO
 
 from badsum.cli import watch, watch_view
+from badsum.cli.argtypes import resolve
 from badsum.cli.main import COMMANDS, main
+from badsum.host import watching
 from badsum.host.drops import Drop
 from badsum.host.nscounters import WATCH_COUNTERS, NsDelta
 
@@ -120,7 +122,7 @@ def test_interval_record_joins_a_drop_to_the_one_namespace_whose_counter_moved()
              NsDelta("web1", 3, {**zero(), "UdpInCsumErrors": 1}), NsDelta("web2", 4, {**zero(), "Udp6InCsumErrors": 1})]  # fmt: skip
     drops = [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", None, 4), Drop("UDP_CSUM", 0x800, "__udp4_lib_rcv", None, 2),
              Drop("NOT_SPECIFIED", 0x86DD, "ip6_mc_input", None, 9)]  # fmt: skip
-    rec = watch.interval_record(3, 10.0, 11.0, moved, drops, FakeWatch(), "counter-join")
+    rec = watching.interval_record(3, 10.0, 11.0, moved, drops, FakeWatch(), "counter-join")
     tcp, udp, other = rec["drops"]
     assert set(tcp) == DROP_KEYS
     assert (tcp["namespace"], tcp["netns"], tcp["attribution"], tcp["reason_code"]) == ("bs1234-c2", 2, "counter-join", 10)
@@ -139,11 +141,11 @@ def test_headline_falls_back_to_counters_then_quiet() -> None:
 
 def test_fragmentation_alone_is_not_a_finding_and_totals_add_up() -> None:
     moved = [NsDelta("web1", 3, {**zero(), "IpFragFails": 2})]
-    rec = watch.interval_record(1, 0.0, 1.0, moved, [], FakeWatch(), "counter-join")
+    rec = watching.interval_record(1, 0.0, 1.0, moved, [], FakeWatch(), "counter-join")
     assert rec["findings"] is False
-    t = watch.Totals()
-    watch.add(t, rec)
-    watch.add(t, rec)
+    t = watching.Totals()
+    watching.add(t, rec)
+    watching.add(t, rec)
     assert t.counters == {("web1", "IpFragFails"): 4} and t.intervals == 2 and not t.findings
     text = watch_view.text_block(rec, show_all=False)
     assert text.splitlines()[1] == "  web1: IpFragFails +2"
@@ -154,7 +156,7 @@ def test_resolve_by_id_or_name() -> None:
     from badsum.host.netns import NsRef
 
     refs = [NsRef("host", 1, None), NsRef("web1", 2, "/run/netns/web1", ("web1", "alias")), NsRef("pid:9", 3, "/proc/9/ns/net")]
-    chosen, missing = watch.resolve(refs, ["alias", "pid:9", "nope"])
+    chosen, missing = resolve(refs, ["alias", "pid:9", "nope"])
     assert [r.id for r in chosen] == ["web1", "pid:9"] and missing == ["nope"]
 
 
@@ -169,7 +171,7 @@ def test_kernel_drops_keep_their_own_namespace_and_device_whatever_the_counters_
              Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 3, 1, "veth0"), Drop("NOT_SPECIFIED", 0x800, "x", 99, 1, "lo"),
              Drop("NOT_SPECIFIED", 0, "skb_release", None, 3)]  # fmt: skip
     ids = {2: "bs1234-c2", 3: "web1"}
-    rec = watch.interval_record(1, 0.0, 1.0, moved, drops, FakeWatch(), "kernel", ids)
+    rec = watching.interval_record(1, 0.0, 1.0, moved, drops, FakeWatch(), "kernel", ids)
     assert rec["drops_method"] == "kernel"
     got = [(d["reason"], d["namespace"], d["netns"], d["device"], d["attribution"], d["count"], d["candidates"])
            for d in rec["drops"]]  # fmt: skip
@@ -191,18 +193,18 @@ def test_the_summary_keeps_namespace_and_device_and_says_how_drops_were_placed()
     from badsum.host.kernel_drops import DropSource
 
     moved = [NsDelta("bs1234-c2", 2, {**zero(), "TcpInCsumErrors": 4})]
-    t = watch.Totals()
+    t = watching.Totals()
     for _ in range(2):
-        watch.add(t, watch.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")],
+        watching.add(t, watching.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")],
                                            FakeWatch(), "kernel", {2: "bs1234-c2"}))  # fmt: skip
-    s = watch.summary_record(t, 0.0, 2.0, DropSource(object(), "kernel", None, None))  # type: ignore[arg-type]
+    s = watching.summary_record(t, 0.0, 2.0, DropSource(object(), "kernel", None, None))  # type: ignore[arg-type]
     assert s["drops"] == [{"reason": "TCP_CSUM", "protocol": 0x800, "protocol_name": "IPv4", "location": "tcp_v4_rcv",
                            "namespace": "bs1234-c2", "netns": 2, "device": "eth0", "count": 8}]  # fmt: skip
     assert (s["drops_method"], s["drops_note"]) == ("kernel", None)
     text = watch_view.summary_text(s)
     assert text.splitlines()[0] == "badsum watch: 2 intervals, TCP_CSUM drops: 8 in bs1234-c2 on eth0 (tcp_v4_rcv)"
     assert "drops placed by the kernel" in text
-    fallback = watch.summary_record(watch.Totals(), 0.0, 1.0, DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
+    fallback = watching.summary_record(watching.Totals(), 0.0, 1.0, DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
     assert (fallback["drops_method"], fallback["drops_note"]) == ("counter-join", "no kernel BTF at /x")
     assert watch_view.summary_text(fallback).splitlines()[-1] == "  (kernel drop counter not available: no kernel BTF at /x)"
 
@@ -210,12 +212,12 @@ def test_the_summary_keeps_namespace_and_device_and_says_how_drops_were_placed()
 def test_notes_say_how_drops_are_placed_when_not_by_the_kernel() -> None:
     from badsum.host.kernel_drops import DropSource
 
-    assert watch.drops_notes(DropSource(object(), "kernel", None, None)) == []  # type: ignore[arg-type]
-    assert watch.drops_notes(DropSource(object(), "counter-join", None, None)) == []  # type: ignore[arg-type]  # --drops tracefs: asked for
-    [note] = watch.drops_notes(DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
+    assert watching.drops_notes(DropSource(object(), "kernel", None, None)) == []  # type: ignore[arg-type]
+    assert watching.drops_notes(DropSource(object(), "counter-join", None, None)) == []  # type: ignore[arg-type]  # --drops tracefs: asked for
+    [note] = watching.drops_notes(DropSource(object(), "counter-join", "no kernel BTF at /x", None))  # type: ignore[arg-type]
     assert note == {"code": "watch.counter_join", "message": "drops are host-wide, joined to namespaces by their "
                     "counters: the kernel drop counter is not available (no kernel BTF at /x)"}  # fmt: skip
-    [note] = watch.drops_notes(DropSource(None, None, "a", "a; and b"))
+    [note] = watching.drops_notes(DropSource(None, None, "a", "a; and b"))
     assert note["code"] == "watch.no_drops" and note["message"] == "kernel drops not shown: a; and b; counters only"
 
 
@@ -223,10 +225,10 @@ def test_live_view_draws_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
     moved = [NsDelta("bs1234-c2", 2, {**zero(), "TcpInCsumErrors": 4})]
-    rec = watch.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")], FakeWatch(),
+    rec = watching.interval_record(1, 0.0, 1.0, moved, [Drop("TCP_CSUM", 0x800, "tcp_v4_rcv", 2, 4, "eth0")], FakeWatch(),
                                 "kernel", {2: "bs1234-c2"})  # fmt: skip
-    t = watch.Totals()
-    watch.add(t, rec)
+    t = watching.Totals()
+    watching.add(t, rec)
     console = Console(width=200, record=True, color_system=None)
     console.print(watch_view.live_view(t, rec, False, 0.0))
     out = console.export_text()

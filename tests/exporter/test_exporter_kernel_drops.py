@@ -80,7 +80,7 @@ def test_devices_count_against_max_series_and_go_with_their_namespace() -> None:
 
 
 def test_the_cli_says_which_drops_it_uses(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from badsum.cli import exporter as cli
+    from badsum.exporter import service
     from badsum.exporter.collector import Exporter, Options
     from badsum.host import kernel_drops
     from badsum.host.kernel_drops import DropSource
@@ -90,7 +90,6 @@ def test_the_cli_says_which_drops_it_uses(monkeypatch: pytest.MonkeyPatch, capsy
             return []
 
     said: list[str] = []
-    monkeypatch.setattr(cli, "_say", said.append)
     cases = [(DropSource(Reader(), "kernel", None, None), "drops: counted by the kernel (eBPF), with the namespace and "
               "device of each dropped packet"),
              (DropSource(Reader(), "counter-join", "no kernel BTF at /x", None), "drops: host-wide from tracefs, joined "
@@ -101,11 +100,11 @@ def test_the_cli_says_which_drops_it_uses(monkeypatch: pytest.MonkeyPatch, capsy
         asked: list[str] = []
         monkeypatch.setattr(kernel_drops, "open_drops", lambda choice, name, s=source: asked.append(choice) or s)
         ex = Exporter(Options())
-        assert cli._start_drops(ex, "auto") is source.reader and ex.drops is source.reader
+        assert service.start_drops(ex, "auto", said.append) is source.reader and ex.drops is source.reader
         assert said[-1] == line and asked == ["auto"]
     monkeypatch.setattr(kernel_drops, "open_drops", lambda choice, name: DropSource(None, None, "a", "a; and b"))
     ex = Exporter(Options())
-    assert cli._start_drops(ex, "auto") is None and ex.drops is None
+    assert service.start_drops(ex, "auto", said.append) is None and ex.drops is None
     assert ex._state.errors["drops"] == 1
 
 

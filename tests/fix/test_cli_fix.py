@@ -12,6 +12,9 @@ from fakes import FakeHost, FakeLink, finding, tx_off
 from badsum.cli import fix as cli_fix
 from badsum.cli.main import main
 from badsum.fix import apply as apply_mod
+from badsum.fix import session
+from badsum.fix.persist import uninstall
+from badsum.fix.session import Host
 from badsum.host.model import HOST_NS, HostSnapshot, KernelInfo, Link, Namespace
 
 SNAP = HostSnapshot(5.0, "h", KernelInfo("6.1.0", (6, 1, 0)), True, (
@@ -42,12 +45,13 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
                 out.append(f)
         return out
 
-    monkeypatch.setattr(cli_fix, "collect", collect)
-    monkeypatch.setattr(cli_fix, "evaluate", evaluate)
-    monkeypatch.setattr(cli_fix, "known_rules", lambda: {"KB-004", "KB-005", "KB-003"})
-    real_apply, real_undo = cli_fix.apply_plan, cli_fix.undo
-    monkeypatch.setattr(cli_fix, "apply_plan", lambda actions, journal, now, inodes=None: real_apply(actions, journal, now, host, inodes))
-    monkeypatch.setattr(cli_fix, "undo", lambda journal, entries, now, file_undo=None: real_undo(journal, entries, now, host, file_undo))
+    real_apply, real_undo = session.apply_plan, session.undo
+    monkeypatch.setattr(Host, "collect", lambda self, now, namespaces=None: collect(now, namespaces))
+    monkeypatch.setattr(Host, "namespaces", lambda self: SNAP.namespaces)
+    monkeypatch.setattr(Host, "evaluate", lambda self, snapshot: evaluate(snapshot))
+    monkeypatch.setattr(Host, "known_rules", lambda self: {"KB-004", "KB-005", "KB-003"})
+    monkeypatch.setattr(Host, "apply", lambda self, actions, journal, now, inodes: real_apply(actions, journal, now, host, inodes))
+    monkeypatch.setattr(Host, "undo", lambda self, journal, entries, now: real_undo(journal, entries, now, host, uninstall))
     monkeypatch.setattr(apply_mod, "ns_inode", lambda enter: {None: 1, "/run/netns/bs1-c1": 2}.get(enter))
     monkeypatch.delenv(cli_fix.ENV_ROOT, raising=False)
     monkeypatch.delenv(cli_fix.ENV_JOURNAL, raising=False)
@@ -107,7 +111,43 @@ def test_usage_errors(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["fix", "--from", str(snap)]) == 1  # a saved snapshot plans without root
     capsys.readouterr()
     assert main(["fix", "--from", str(tmp_path / "missing.json"), "--json"]) == 3
-    assert envelope(capsys)["errors"][0]["code"] == "fix.cannot_inspect"
+    assert envelope(capsys)["errors"][0]["code"] == "snapshot.unreadable"
+
+
+@pytest.mark.parametrize(("content", "code"), [("{not json", "snapshot.not_json"), ('{"hello": 1}', "snapshot.not_a_snapshot"),
+                                               ('{"kernel": {}, "namespaces": [], "schema_version": 99}', "snapshot.schema")])  # fmt: skip
+def test_from_reads_the_snapshot_as_doctor_does(world: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                content: str, code: str) -> None:  # fmt: skip
+    """One reader, one error code per way a snapshot file can be wrong (doctor's codes), exit 3."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(["fix", "--from", str(bad), "--json"]) == 3
+    cap = capsys.readouterr()
+    doc = json.loads(cap.out)
+    assert doc["status"] == "error" and doc["errors"][0]["code"] == code
+    assert cap.err == f"badsum: {doc['errors'][0]['message']}\n"
+    assert main(["doctor", "--from", str(bad), "--json"]) == 3
+    assert envelope(capsys)["errors"][0]["code"] == code
+
+
+@pytest.mark.parametrize("source", ["from", "live"])
+def test_unknown_namespace_is_a_usage_error_naming_the_known_ones(world: dict, tmp_path: Path, source: str,
+                                                                  capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """`fix --namespace nosuch` used to plan nothing and exit 0: as in doctor and watch, it is exit 2
+    with one line naming the namespaces there are, and nothing is collected or planned."""
+    snap = tmp_path / "snap.json"
+    snap.write_text(SNAP.to_json())
+    argv = ["fix", "--from", str(snap)] if source == "from" else ["fix"]
+    world["collected"].clear()
+    assert main([*argv, "--namespace", "nosuch"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == ""
+    assert cap.err == "badsum: unknown namespace 'nosuch' for --namespace (known: host, bs1-c1)\n"
+    assert world["collected"] == []
+    assert main([*argv, "--namespace", "bs1-c1", "--namespace", "nosuch", "--json"]) == 2
+    doc = envelope(capsys)
+    assert doc["status"] == "error" and doc["errors"][0]["code"] == "namespace.unknown"
+    assert main([*argv, "--namespace", "bs1-c1"]) == 1  # a known one still plans
 
 
 def test_apply_then_undo(world: dict, capsys: pytest.CaptureFixture) -> None:

@@ -15,12 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from support import RowCollector, need_tool
 
+from badsum.analyze import ScanConfig, Scanner
 from badsum.capture import open_capture
 from badsum.checksum.verdict import ISSUE_DTYPE, Layer, Status
 from badsum.flows.analyzer import FlowAnalyzer, Limits
 from badsum.flows.facts import FACTS_DTYPE, IPF_DF, fact_of_frame
 from badsum.flows.symptom import Kind, Symptom
-from badsum.scan.pipeline import ScanConfig, Scanner
 from badsum.wire.frame import decode_frame
 
 SYN, ACK, RST, PSH, FIN = 0x02, 0x10, 0x04, 0x08, 0x01

@@ -35,7 +35,6 @@ from scapy.layers.inet6 import (
 from support import CORPUS, corpus_files, need_tool, own_captures
 
 from badsum.capture import open_capture
-from badsum.capture.batch import Batch
 from badsum.flows.extract import FactExtractor
 from badsum.flows.facts import (
     FACTS_DTYPE,
@@ -45,7 +44,8 @@ from badsum.flows.facts import (
     IPF_UDP_TUNNEL,
     QF_DF,
 )
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
+from badsum.scan.batch import Batch
 
 FAST, SLOW = FactExtractor(), FactExtractor(fast=False)
 LINKTYPES = (0, 1, 12, 14, 101, 108, 113, 228, 229, 276, 9, 147)

@@ -7,7 +7,7 @@ import pytest
 
 from badsum.flows.base import SegmentTable
 from badsum.flows.facts import FACTS_DTYPE, PROTO_TCP, PROTO_UDP
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
 
 M64 = (1 << 64) - 1
 

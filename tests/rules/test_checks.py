@@ -12,7 +12,7 @@ from rule_fixtures import KUBE_AFTER, KUBE_BEFORE, counters, host, kernel, netns
 
 from badsum.host.model import HOST_NS, HostSnapshot
 from badsum.rules import checks as C
-from badsum.rules import evaluate, load_rules, problems
+from badsum.rules import evaluate, load_rules, problems, toolkit
 from badsum.rules.engine import CatalogueError, catalogue_text, load_entries, resolve_namespaces, sort_findings
 from badsum.rules.model import Finding, ObjectRef, Outcome, Severity
 from badsum.rules.reference import render
@@ -274,7 +274,7 @@ def test_resolve_by_pid_id_and_name() -> None:
 
 def test_veth_helper_links_both_ends() -> None:
     snap = snapshot("6.1.110", host((veth("a", 10, "n", 2, "b"),)), netns("n", 5, (veth("b", 2, "host", 10, "a"),)))
-    ns, link = C._peer(snap, snap.ns("n").link("b"))
+    ns, link = toolkit.veth_peer(snap, snap.ns("n").link("b"))
     assert (ns.id, link.name) == ("host", "a")
 
 

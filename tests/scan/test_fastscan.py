@@ -1,4 +1,4 @@
-"""The C fast path (`badsum.scan._fastscan`) against packets built by scapy, an independent builder.
+"""The C fast path (`badsum.native._fastscan`) against packets built by scapy, an independent builder.
 
 Expected checksums come from scapy (the same packet built with the checksum left to scapy) and
 pseudo-header sums from the plain-integer RFC 1071 code below, never from badsum code.
@@ -39,7 +39,6 @@ from scapy.all import (
     raw,
 )
 
-from badsum.capture.batch import Batch
 from badsum.checksum.verdict import (
     ISSUE_DTYPE,
     MAX_DEPTH,
@@ -52,7 +51,8 @@ from badsum.checksum.verdict import (
     Status,
     VerdictFlag,
 )
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
+from badsum.scan.batch import Batch
 from badsum.scan.fast import FastResult, FastScanner, PortKind, port_table
 
 V4S, V4D = "192.0.2.1", "198.51.100.7"

@@ -9,8 +9,8 @@ import pytest
 from builders import write_zoo
 from support import RowCollector, corpus_files, own_captures
 
+from badsum.analyze import ScanConfig, Scanner
 from badsum.capture import open_capture
-from badsum.scan.pipeline import ScanConfig, Scanner
 
 KEY = ["frame", "layer", "depth", "status", "offset", "stored", "computed", "flags", "extra", "ipver", "proto", "sport", "dport", "src", "dst"]
 
@@ -60,7 +60,7 @@ def test_jobs_give_the_same_result(tmp_path: Path) -> None:
 
 
 def _batch(frames: list[tuple[bytes, int, int]]):  # noqa: ANN202 - (data, linktype, tp_status)
-    from badsum.capture.batch import Batch
+    from badsum.scan.batch import Batch
 
     buf = b"".join(f for f, _, _ in frames)
     offs = np.cumsum([0] + [len(f) for f, _, _ in frames[:-1]]).astype(np.int64)

@@ -4,6 +4,9 @@ tcpdump's reading of the outer VXLAN source ports.
 
 Namespaces are created only by the lab framework, which removes them (the OVS run is kept just
 long enough for `badsum doctor --save` to snapshot it, then removed with `badsum lab clean`).
+
+A lab that no longer reproduces its incident fails its test (with the lab's own evidence): a
+regression in the lab, or in the kernel's behaviour it relies on, must not pass as a skip.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def trace(*args: str) -> tuple[int, dict]:
     return r.returncode, doc["data"]
 
 
+def not_reproduced(result: object, what: str) -> str:
+    """The failure message: what the test needed, then the lab's verdict and evidence, oracle by oracle."""
+    summary = "".join(line + "\n" for line in result.summary().splitlines() if not line.startswith("  capture "))  # type: ignore[attr-defined]
+    return f"the lab did not reproduce the incident ({what}); its own evidence:\n{summary}"
+
+
 def forward(data: dict, proto: int, dport: int) -> list[dict]:
     return [f for f in data["flows"] if f["direction"] == "forward" and f["flow"]["proto"] == proto and f["flow"]["dport"] == dport]
 
@@ -50,8 +59,7 @@ def test_ovs_userspace_veth_first_bad_hop_is_the_ovs_bridge(tmp_path: Path) -> N
         assert snap.exists(), d.stderr
     finally:
         subprocess.run([*BADSUM, "lab", "clean", "--prefix", prefix], capture_output=True, timeout=120, check=False)
-    if not result.reproduced:
-        pytest.skip("the OVS userspace datapath delivered TCP on this host: nothing to trace")
+    assert result.reproduced, not_reproduced(result, "the OVS userspace datapath delivered TCP: nothing to trace")
     # The independent facts: the two host veths are the OVS bridge's ports (the declared topology).
     (bridge,) = topology().ovs
     first, second = (f"{bridge.ns}:{p}" for p in bridge.ports)
@@ -133,8 +141,7 @@ def test_vxlan_double_snat_outer_port_and_nat_stale(tmp_path: Path) -> None:
     result = SCENARIO.run(tmp_path)
     caps = {k.removeprefix("run "): p for k, p in result.captures.items()}
     pairs = {(a, b) for a, b, inner in result.traffic["run"]["outer_sport_pairs"] if inner == "tcp" and a != b}
-    if not pairs:
-        pytest.skip("the outer VXLAN packet was not masqueraded a second time here")
+    assert pairs, not_reproduced(result, "the outer VXLAN packet was not masqueraded a second time")
     order = ["node1:flannel.1", "node1:nflog", "node1:eth0", "node2:eth0", "pod:eth0"]
     _, data = trace(*(f"{label}={caps[label]}" for label in order))
     seen = set()
@@ -169,3 +176,34 @@ def test_vxlan_double_snat_outer_port_and_nat_stale(tmp_path: Path) -> None:
     assert stale
     for fb in stale:
         assert (fb["after"], fb["before"], fb["kind"]) == ("node1:nflog", "node1:eth0", "nat-stale"), fb
+
+
+def test_a_lab_that_stops_reproducing_fails_with_its_evidence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The double-SNAT lab stood in by a run that saw no second masquerade: the test above must fail
+    (it used to skip), and its message must carry the lab's verdict and evidence."""
+    need_root()
+    for tool in ("tcpdump", "iptables"):
+        need_tool(tool)
+    from types import SimpleNamespace
+
+    from badsum.lab.result import ScenarioResult
+    from badsum.lab.scenarios import vxlan_double_snat
+
+    ran = ScenarioResult("vxlan-double-snat", "title", fix_applied=False, symptom_observed=False, reproduced=False,
+                         verdict="not reproduced on this kernel (6.1.0): the outer packet was not masqueraded a second time")  # fmt: skip
+    ran.add("tcpdump", "run: outer VXLAN source port before nat (NFLOG) vs. on node1:eth0: 0/40 packets rewritten")
+    ran.traffic = {"run": {"outer_sport_pairs": [(8472, 8472, "tcp")]}}
+    ran.captures = {"run node1:eth0": str(tmp_path / "x.pcap")}
+    monkeypatch.setattr(vxlan_double_snat, "SCENARIO", SimpleNamespace(run=lambda out, **kw: ran))
+    try:
+        test_vxlan_double_snat_outer_port_and_nat_stale(tmp_path)
+    except AssertionError as e:
+        message = str(e)
+    except pytest.skip.Exception as e:  # what a lab that stopped reproducing used to give
+        pytest.fail(f"skipped instead of failing: {e}")
+    else:
+        pytest.fail("passed although the lab did not reproduce the incident")
+    assert "the lab did not reproduce the incident (the outer VXLAN packet was not masqueraded a second time)" in message
+    assert "vxlan-double-snat: not reproduced on this kernel (6.1.0)" in message
+    assert "[tcpdump] run: outer VXLAN source port before nat (NFLOG) vs. on node1:eth0: 0/40 packets rewritten" in message
+    assert "capture " not in message

@@ -1,7 +1,7 @@
 """pcapng blocks other than packets: section headers, interface descriptions, options.
 
 These are rare (a few per file), so they are parsed here in Python; the per-packet blocks are
-framed in `_framing.c`. Layouts follow draft-ietf-opsawg-pcapng (sections 4.1, 4.2, 3.5).
+framed in `badsum/native/_framing.c`. Layouts follow draft-ietf-opsawg-pcapng (sections 4.1, 4.2, 3.5).
 """
 
 from __future__ import annotations

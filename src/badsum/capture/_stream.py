@@ -76,8 +76,12 @@ class _Gunzip:
         self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._in = b""
         self._mid_member = False
+        self._damage: StreamDamage | None = None
+        """Found while inflating; raised once the bytes before it are delivered."""
 
     def readinto(self, view: memoryview) -> int:
+        if self._damage is not None:
+            raise self._damage
         while True:
             if not self._in:
                 self._in = self._raw.read(_COMPRESSED_READ)
@@ -90,15 +94,45 @@ class _Gunzip:
                     self._in = b""
                     continue
                 self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            try:
-                out = self._d.decompress(self._in, len(view))
-            except zlib.error as exc:
-                raise StreamDamage("gzip.corrupt", f"the gzip stream is corrupt ({exc})") from None
-            self._mid_member = not self._d.eof
-            self._in = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
+            out = self._inflate(len(view))
+            if self._damage is not None:
+                if not out:
+                    raise self._damage
+            else:
+                self._mid_member = not self._d.eof
+                self._in = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
             if out:
                 view[: len(out)] = out
                 return len(out)
+
+    def _inflate(self, limit: int) -> bytes:
+        before = self._d.copy()
+        try:
+            return self._d.decompress(self._in, limit)
+        except zlib.error as exc:
+            self._damage = _gzip_damage(exc)
+        # zlib drops the whole output of a call that fails, up to `limit` (a chunk, 8 MiB): at a bad
+        # CRC trailer that is the capture's last packets, every packet of a small file. Find the
+        # longest input prefix that still inflates cleanly and keep its output.
+        good, ok, bad = b"", 0, len(self._in)
+        while bad - ok > 1:
+            mid = (ok + bad) // 2
+            try:
+                out = before.copy().decompress(self._in[:mid], limit)
+            except zlib.error:
+                bad = mid
+            else:
+                ok, good = mid, out
+        return good
+
+
+def _gzip_damage(exc: zlib.error) -> StreamDamage:
+    # zlib's own words for the trailer checks (inflate.c): the data inflated, the trailer disagrees.
+    if "incorrect data check" in str(exc):
+        return StreamDamage("gzip.crc_mismatch", "the CRC-32 in the gzip trailer does not match the inflated data")
+    if "incorrect length check" in str(exc):
+        return StreamDamage("gzip.length_mismatch", "the length in the gzip trailer does not match the inflated data")
+    return StreamDamage("gzip.corrupt", f"the gzip stream is corrupt ({exc})")
 
 
 def open_source(

@@ -21,10 +21,10 @@ from typing import BinaryIO
 import numpy as np
 
 from badsum import __version__
-from badsum.capture import _framing
-from badsum.capture.batch import Batch
 from badsum.capture.info import Interface
+from badsum.native import _framing
 from badsum.outfile import check_writable_target
+from badsum.scan.batch import Batch
 
 TP_STATUS_PREFIX = "badsum:tp_status="
 NO_TP_STATUS = 0xFFFFFFFF

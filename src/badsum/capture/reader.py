@@ -19,11 +19,12 @@ from typing import BinaryIO
 
 import numpy as np
 
-from badsum.capture import _framing, _pcapng
+from badsum.capture import _pcapng
 from badsum.capture._stream import Chunks, mapped_chunks, open_source
-from badsum.capture.batch import Batch
 from badsum.capture.errors import CaptureError, CaptureOpenError
 from badsum.capture.info import Interface, Section
+from badsum.native import _framing
+from badsum.scan.batch import Batch
 
 DEFAULT_CHUNK_SIZE = 8 << 20
 DEFAULT_BATCH_PACKETS = 1 << 16
@@ -81,6 +82,8 @@ class CaptureReader:
         """pcapng blocks read past without use, by name (`NRB`, `ISB`, `DSB`, `CB`...)."""
         self.packets = 0
         """Packets yielded so far."""
+        self.empty_records = 0
+        """Of those, records with no captured bytes (caplen 0): nothing in them can be judged."""
         self._done = self._swapped = False
         self._gen: Iterator[Batch] | None = None
         try:
@@ -389,6 +392,7 @@ class CaptureReader:
             direction=direction, file_offset=file_offset, comments=comments,
         )  # fmt: skip
         self.packets += n
+        self.empty_records += int(np.count_nonzero(caplen == 0))
         return batch
 
 

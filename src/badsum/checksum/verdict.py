@@ -1,7 +1,8 @@
 """Checksum verdicts: the vocabulary shared by the fast path, the detailed decoder and reports.
 
-The integer codes below are a contract with the C scanner (`badsum/scan/_fastscan.c`) and must
+The integer codes below are a contract with the C scanner (`badsum/native/_fastscan.c`) and must
 not be renumbered: the scanner writes them into `ISSUE_DTYPE` rows and the `counts` cube.
+Verdicts and flows are plain data; their reasons and records are `badsum.report.records`.
 """
 
 from __future__ import annotations
@@ -146,26 +147,6 @@ class Flow:
     dport: int
     """Destination port (0 when the protocol has none)."""
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "src": self.src,
-            "dst": self.dst,
-            "proto": self.proto,
-            "sport": self.sport,
-            "dport": self.dport,
-        }
-
-    def __str__(self) -> str:
-        if self.sport or self.dport:
-            s, d = _hostport(self.src, self.sport, self.ipver), _hostport(self.dst, self.dport, self.ipver)
-        else:
-            s, d = self.src, self.dst
-        return f"{s} > {d} proto {self.proto}"
-
-
-def _hostport(addr: str, port: int, ipver: int) -> str:
-    return f"[{addr}]:{port}" if ipver == 6 else f"{addr}:{port}"
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -191,29 +172,3 @@ class Verdict:
     """The IP 5-tuple of the packet carrying the checksum."""
     extra: int = 0
     """Status-specific number (L4 length used for a partial sum, bytes missing, ...)."""
-
-    @property
-    def reason(self) -> str:
-        from badsum.checksum.reasons import reason_for
-
-        return reason_for(self)
-
-    def as_record(self) -> dict[str, object]:
-        """The `--jsonl` record (symptom records follow them, with `record` "symptom")."""
-        rec: dict[str, object] = {
-            "record": "checksum",
-            "frame": self.frame,
-            "layer": self.layer.label,
-            "depth": self.depth,
-            "status": self.status.label,
-            "stored": f"0x{self.stored:04x}" if self.layer != Layer.SCTP else f"0x{self.stored:08x}",
-            "computed": f"0x{self.computed:04x}" if self.layer != Layer.SCTP else f"0x{self.computed:08x}",
-            "offset": self.offset,
-            "flow": self.flow.as_dict() if self.flow else None,
-            "reason": self.reason,
-        }
-        if self.flags & VerdictFlag.GSO:
-            rec["gso"] = True
-        if self.flags & VerdictFlag.KERNEL:
-            rec["kernel"] = True
-        return rec

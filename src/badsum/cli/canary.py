@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from badsum.cli.argtypes import unsafe_output
+from badsum.cli.result import ExitCode, Failure, Result, say
 from badsum.lab import canary
 from badsum.lab.lab import LabError
 from badsum.lab.runner import CommandError
@@ -25,6 +26,7 @@ exit codes: 0 every datapath tested passes, 1 a datapath breaks valid TCP or del
             3 could not run (not root, a tool missing) or could not decide
 """
 STATUS = {"PASS": "ok", "FAIL": "findings", "UNKNOWN": "error"}
+EXIT = {"PASS": ExitCode.OK, "FAIL": ExitCode.FINDINGS, "UNKNOWN": ExitCode.UNREADABLE}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,38 +42,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _say(msg: str) -> None:
-    print(f"badsum: {msg}", file=sys.stderr, flush=True)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Result:
     if args.prefix and not PREFIX_RE.match(args.prefix):
-        _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
-        return 2
+        return Result.failed("canary", Failure("canary.prefix", f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}",
+                                                ExitCode.USAGE))  # fmt: skip
     if args.state_file and (refused := unsafe_output("--state-file", args.state_file)):
         # Refused before any namespace is made: a rename would replace a FIFO or a device there.
-        if args.json:
-            print(Envelope("canary", "error", {}, [{"code": refused[0], "message": refused[1]}]).to_json())
-        _say(refused[1])
-        return 2
-    progress = (lambda msg: _say(f"canary: {msg}")) if sys.stderr.isatty() else None
+        return Result.failed("canary", Failure(*refused, ExitCode.USAGE))
+    progress = (lambda msg: say(f"canary: {msg}")) if sys.stderr.isatty() else None
     try:
         report = canary.run(all_datapaths=args.all, prefix=args.prefix, out=Path(args.out) if args.out else None,
                             progress=progress)  # fmt: skip
     except (LabError, CommandError, TimeoutError, OSError) as e:
-        if args.json:
-            print(Envelope("canary", "error", {}, [{"code": "canary.cannot_run", "message": str(e)}]).to_json())
-        _say(str(e))
-        return 3
-    code = {"PASS": 0, "FAIL": 1, "UNKNOWN": 3}[report.status]
+        return Result.failed("canary", Failure("canary.cannot_run", str(e)))
+    code = EXIT[report.status]
     if args.state_file and not write_state(args.state_file, report):
-        code = 3
-    if args.json:
-        errors = [{"code": "canary.undecided", "message": f"{o.datapath}: {o.why}"} for o in report.outcomes if o.status == "UNKNOWN"]
-        print(Envelope("canary", STATUS[report.status], report.as_dict(), errors).to_json())
-    else:
-        print(render(report), end="")
-    return code
+        code = ExitCode.UNREADABLE
+    errors = [{"code": "canary.undecided", "message": f"{o.datapath}: {o.why}"} for o in report.outcomes if o.status == "UNKNOWN"]
+    # The status is the canary's verdict; a state file that could not be written is only the exit code's.
+    return Result("canary", code, report.as_dict(), errors, text=lambda: render(report), status=STATUS[report.status])
 
 
 def write_state(path: str, report: canary.CanaryReport) -> bool:
@@ -87,7 +76,7 @@ def write_state(path: str, report: canary.CanaryReport) -> bool:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         atomic_write(Path(path), (doc + "\n").encode())
     except OSError as e:
-        _say(f"cannot write {path}: {e.strerror or e}")
+        say(f"cannot write {path}: {e.strerror or e}")
         return False
     return True
 

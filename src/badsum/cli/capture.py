@@ -8,7 +8,7 @@ import sys
 import time
 
 from badsum.cli.argtypes import positive
-from badsum.report.envelope import Envelope
+from badsum.cli.result import ExitCode, Failure, Result
 
 HELP = "capture at many points at once (explicit or along a container's path), keeping the kernel's checksum status"
 EXAMPLES = """\
@@ -58,48 +58,45 @@ def _seconds(text: str) -> float:
     return v
 
 
-def _say(message: str) -> None:
-    print(f"badsum: {message}", file=sys.stderr, flush=True)
+def _failed(code: str, message: str, exit_code: ExitCode) -> Result:
+    return Result.failed("capture", Failure(code, message, exit_code))
 
 
-def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
-    if args.json:
-        print(Envelope("capture", "error", {}, [{"code": code, "message": message}]).to_json())
-    _say(message)
-    return exit_code
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Result:
     from badsum.capture.session import CaptureError, Limits, parse_point, run_session
 
     if not args.point and not args.auto:
-        return _fail(args, "usage", "name the points: --point NS:IFNAME (repeatable) or --auto TARGET", 2)
+        return _failed("usage", "name the points: --point NS:IFNAME (repeatable) or --auto TARGET", ExitCode.USAGE)
     if os.geteuid() != 0:
-        return _fail(args, "not_root", "capturing needs root (AF_PACKET sockets in other namespaces): run with sudo", 3)
+        return _failed("not_root", "capturing needs root (AF_PACKET sockets in other namespaces): run with sudo", ExitCode.UNREADABLE)
     try:
         points = [parse_point(t) for t in args.point]
         if args.auto:
             points += _auto(args.auto)
         points = list({p.label: p for p in points}.values())
         if args.list:
-            return _print_points(args, points)
+            return _points(points)
         out_dir = None if args.single else (args.out or time.strftime("badsum-capture-%Y%m%d-%H%M%S"))
         limits = Limits(snaplen=args.snaplen, duration=args.duration, count=args.count, bytes=args.max_bytes)
         show = not args.json and not args.no_progress and sys.stderr.isatty()
         session = run_session(points, out_dir=out_dir, single=args.single, filter_expr=args.filter, limits=limits,
                               progress=_progress_line if show else None)  # fmt: skip
     except CaptureError as e:
-        return _fail(args, e.code, str(e), 2 if e.usage else 3)
+        message = str(e) + (_known_namespaces() if e.code == "namespace.unknown" and not args.auto else "")
+        return _failed(e.code, message, ExitCode.USAGE if e.usage else ExitCode.UNREADABLE)
     if show:
         print(file=sys.stderr)
     data = {"points": session.points, "files": sorted(set(session.files.values())), "stopped_by": session.stopped_by,
             "seconds": session.seconds, "filter": args.filter, "snaplen": args.snaplen}  # fmt: skip
-    if args.json:
-        print(Envelope("capture", "ok", data).to_json())
-    else:
-        for pt in session.points:
-            print(f"{pt['point']}: {pt['packets']:,} packets, {pt['bytes']:,} bytes -> {pt['file']}")
-    return 0
+    text = "".join(f"{pt['point']}: {pt['packets']:,} packets, {pt['bytes']:,} bytes -> {pt['file']}\n" for pt in session.points)
+    return Result("capture", ExitCode.OK, data, text=text)
+
+
+def _known_namespaces() -> str:
+    """`; known: ...` for an unknown namespace's message, as every command names them."""
+    from badsum.host.netns import discover
+
+    return f"; known: {', '.join(r.id for r in discover().namespaces)}"
 
 
 def _auto(target: str) -> list:
@@ -119,14 +116,10 @@ def _auto(target: str) -> list:
     return auto_points(snap, target, pid_inode=pid_inode)
 
 
-def _print_points(args: argparse.Namespace, points: list) -> int:
+def _points(points: list) -> Result:
     rows = [{"point": p.label, "namespace": p.ns, "interface": p.dev, "enter": p.enter, "why": p.why} for p in points]
-    if args.json:
-        print(Envelope("capture", "ok", {"points": rows}).to_json())
-    else:
-        for r in rows:
-            print(f"{r['point']}" + (f"  ({r['why']})" if r["why"] else ""))
-    return 0
+    text = "".join(f"{r['point']}" + (f"  ({r['why']})" if r["why"] else "") + "\n" for r in rows)
+    return Result("capture", ExitCode.OK, {"points": rows}, text=text)
 
 
 def _progress_line(counts: list[tuple[str, int, int]], elapsed: float) -> None:

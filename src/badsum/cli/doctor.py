@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from badsum.cli.argtypes import unsafe_output
+from badsum.cli.argtypes import pick_namespaces, unsafe_output
+from badsum.cli.result import ExitCode, Failure, Result
+from badsum.cli.snapshot import read_snapshot
 from badsum.outfile import atomic_write
-from badsum.report.envelope import Envelope
-from badsum.rules.engine import evaluate, load_rules, notes, problems, resolve_namespaces
+from badsum.rules.engine import evaluate, load_rules, notes, problems
 from badsum.rules.model import Finding, Outcome
 
 HELP = "snapshot this host's namespaces and check them against the known checksum and MTU issues"
@@ -24,9 +23,9 @@ examples:
   sudo badsum doctor --save node1.json     # ... and keep the snapshot
   badsum doctor --from node1.json --json   # the same findings anywhere, without root
 
-exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage (also --save naming a device,
-            FIFO, socket, directory or symlink), 3 could not inspect (not root, unreadable snapshot,
-            unknown namespace, --save failed)
+exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage (an unknown --namespace; --save naming
+            a device, FIFO, socket, directory or symlink), 3 could not inspect (not root, unreadable
+            snapshot, --save failed)
 """
 OUTCOME_WORD = {Outcome.FAIL: "FAIL", Outcome.WARN: "WARN", Outcome.PASS: "PASS", Outcome.SKIP: "SKIP",
                 Outcome.UNKNOWN: "UNKNOWN"}  # fmt: skip
@@ -58,16 +57,6 @@ def _interval(text: str) -> float:
     return v
 
 
-def _say(message: str) -> None:
-    print(f"badsum: {message}", file=sys.stderr, flush=True)
-
-
-class CannotInspect(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass
 class DoctorResult:
     """What one run found: the snapshot's identity, the findings and what could not be inspected."""
@@ -85,8 +74,8 @@ class DoctorResult:
         return problems(self.findings)
 
     @property
-    def exit_code(self) -> int:
-        return 3 if self.fatal else 1 if self.problems else 0
+    def exit_code(self) -> ExitCode:
+        return ExitCode.UNREADABLE if self.fatal else ExitCode.FINDINGS if self.problems else ExitCode.OK
 
     def counts(self) -> dict[str, int]:
         out = {o.value: 0 for o in Outcome}
@@ -111,44 +100,20 @@ class DoctorResult:
         }
 
 
-def read_snapshot(path: str) -> Any:
-    """A saved snapshot; CannotInspect with one clear line when it cannot be read or is not one."""
-    from badsum.host.model import HostSnapshot
-
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise CannotInspect("snapshot.unreadable", f"cannot read {path}: {why}") from None
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        raise CannotInspect("snapshot.not_json", f"{path} is not JSON ({e}); --from takes a file written by --save") from None
-    if not isinstance(raw, dict) or "kernel" not in raw or "namespaces" not in raw:
-        raise CannotInspect("snapshot.not_a_snapshot", f"{path} is not a badsum host snapshot (no kernel and namespaces)")
-    try:
-        return HostSnapshot.from_json(text)
-    except ValueError as e:  # another schema_version
-        raise CannotInspect("snapshot.schema", f"{path}: {e}") from None
-    except (KeyError, TypeError, AttributeError, IndexError) as e:
-        raise CannotInspect("snapshot.not_a_snapshot", f"{path} is not a badsum host snapshot this version reads "
-                                                       f"({type(e).__name__}: {e})") from None  # fmt: skip
-
-
 def collect(interval: float) -> Any:
     try:
         from badsum.host.collect import collect_snapshot
     except ImportError as e:
-        raise CannotInspect("doctor.no_collector", f"live inspection is not available ({e}); use --from FILE") from None
+        raise Failure("doctor.no_collector", f"live inspection is not available ({e}); use --from FILE") from None
     # Every namespace is read even with --namespace: a veth's peer, the bridge or the Open vSwitch
     # instance behind a namespace live in others, and without them its rules could not be evaluated.
     # --namespace scopes the findings (engine.evaluate), not the facts.
     try:
         return collect_snapshot(time.time(), counter_interval=interval, namespaces=None)
     except PermissionError as e:
-        raise CannotInspect("doctor.not_root", f"cannot inspect this host: {e.strerror or e}; run `sudo badsum doctor`") from None
+        raise Failure("doctor.not_root", f"cannot inspect this host: {e.strerror or e}; run `sudo badsum doctor`") from None
     except (OSError, RuntimeError, ValueError, TimeoutError) as e:
-        raise CannotInspect("doctor.cannot_inspect", f"cannot inspect this host: {e}") from None
+        raise Failure("doctor.cannot_inspect", f"cannot inspect this host: {e}") from None
 
 
 def save(snapshot: Any, path: str) -> None:
@@ -156,58 +121,40 @@ def save(snapshot: Any, path: str) -> None:
     try:
         atomic_write(Path(path), (snapshot.to_json() + "\n").encode())
     except OSError as e:
-        raise CannotInspect("snapshot.cannot_save", f"cannot write {path}: {e.strerror or e}") from None
+        raise Failure("snapshot.cannot_save", f"cannot write {path}: {e.strerror or e}") from None
 
 
 def diagnose(args: argparse.Namespace) -> DoctorResult:
+    """Failure (exit 3) when nothing could be inspected, (exit 2) for an unknown --namespace."""
     snapshot = read_snapshot(args.from_file) if args.from_file else collect(args.interval)
     scope_ids: set[str] | None = None
-    errors = [{"code": code, "message": msg} for code, msg in notes(snapshot)]
-    fatal = not snapshot.root
     if args.namespace:
-        scope_ids, missing = resolve_namespaces(snapshot, args.namespace)
-        for name in missing:
-            errors.append({"code": "namespace.not_found", "message": f"namespace {name!r} is not in the snapshot "
-                           f"(it has: {', '.join(ns.id for ns in snapshot.namespaces)})"})  # fmt: skip
-            fatal = True
+        scope_ids = {ns.id for ns in pick_namespaces("--namespace", snapshot.namespaces, args.namespace)}
+    errors = [{"code": code, "message": msg} for code, msg in notes(snapshot)]
     findings = evaluate(snapshot, namespaces=scope_ids)
     scope = [ns.id for ns in snapshot.namespaces if scope_ids is None or ns.id in scope_ids]
-    result = DoctorResult(snapshot, args.from_file or "live", findings, scope, errors, fatal)
+    result = DoctorResult(snapshot, args.from_file or "live", findings, scope, errors, fatal=not snapshot.root)
     if args.save:
         try:
             save(snapshot, args.save)
             result.saved = args.save
-        except CannotInspect as e:
-            result.errors.append({"code": e.code, "message": str(e)})
+        except Failure as e:
+            result.errors.append({"code": e.code, "message": e.message})
             result.fatal = True
     return result
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Result:
+    source = {"source": args.from_file or "live", "findings": []}
     if args.save and (refused := unsafe_output("--save", args.save)):
-        if args.json:
-            data = {"source": args.from_file or "live", "findings": []}
-            print(Envelope("doctor", "error", data, [{"code": refused[0], "message": refused[1]}]).to_json())
-        _say(refused[1])
-        return 2
+        return Result.failed("doctor", Failure(*refused, ExitCode.USAGE), source)
     try:
         result = diagnose(args)
-    except CannotInspect as e:
-        if args.json:
-            data: dict[str, Any] = {"source": args.from_file or "live", "findings": []}
-            print(Envelope("doctor", "error", data, [{"code": e.code, "message": str(e)}]).to_json())
-        _say(str(e))
-        return 3
-    code = result.exit_code
-    if args.json:
-        status = {0: "ok", 1: "findings", 3: "error"}[code]
-        print(Envelope("doctor", status, result.as_data(), result.errors).to_json())
-    else:
-        print(render_text(result, verbose=args.verbose), end="")
-        for err in result.errors:
-            if err["code"] in ("namespace.not_found", "snapshot.cannot_save"):
-                _say(err["message"])
-    return code
+    except Failure as e:
+        return Result.failed("doctor", e, source)
+    said = [e["message"] for e in result.errors if e["code"] == "snapshot.cannot_save"]
+    return Result("doctor", result.exit_code, result.as_data(), result.errors,
+                  text=lambda: render_text(result, verbose=args.verbose), text_stderr=said)  # fmt: skip
 
 
 # -- text -------------------------------------------------------------------------------------

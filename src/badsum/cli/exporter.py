@@ -9,6 +9,8 @@ import sys
 import threading
 from types import FrameType
 
+from badsum.cli.result import ExitCode, say
+
 HELP = "serve this host's checksum counters, drops, offloads, MTUs and findings as Prometheus metrics"
 EXAMPLES = """\
 examples:
@@ -25,6 +27,7 @@ exit codes: 0 stopped (SIGTERM) or --once printed, 2 usage,
 def register(sub: argparse._SubParsersAction) -> None:
     from badsum.exporter.canary import DEFAULT_STATE
     from badsum.exporter.server import DEFAULT_LISTEN
+    from badsum.host.kernel_drops import CHOICES
 
     p = sub.add_parser("exporter", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-series", metavar="N", type=_count, default=50_000,
                    help="series per metric family (default 50000)")
     p.add_argument("--no-drops", action="store_true", help="do not watch kernel drops (no eBPF program, no tracefs instance)")
-    p.add_argument("--drops", choices=("auto", "kernel", "tracefs"), default="auto",
+    p.add_argument("--drops", choices=CHOICES, default="auto",
                    help="where drops come from: kernel (eBPF: each drop's own namespace and device), tracefs "
                         "(host-wide, joined to namespaces by counters), auto (kernel, else tracefs; default)")  # fmt: skip
     p.add_argument("--cri-root", metavar="DIR", default="/",
@@ -73,38 +76,38 @@ def _count(text: str) -> int:
     return v
 
 
-def _say(message: str) -> None:
-    print(f"badsum: exporter: {message}", file=sys.stderr, flush=True)
+def _log(message: str) -> None:
+    """The exporter's own lines on standard error (`badsum: exporter: ...`): a service's log."""
+    say(f"exporter: {message}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from badsum.exporter.collector import Exporter, Options
+def run(args: argparse.Namespace) -> ExitCode:
+    """Long-running: serves until SIGTERM (0) or SIGINT (130); `--once` prints one collection."""
+    from badsum.exporter import service
+    from badsum.exporter.collector import Options
     from badsum.exporter.server import Endpoint, exposition, parse_listen
-    from badsum.host.cri import CriNamer
 
     try:
         host, port = parse_listen(args.listen)
     except ValueError as e:
-        print(f"badsum: {e}", file=sys.stderr)
-        return 2
+        say(str(e))
+        return ExitCode.USAGE
     if os.geteuid() != 0:
-        _say("not root: only the host's own namespace can be read; other namespaces' facts are unknown")
+        _log("not root: only the host's own namespace can be read; other namespaces' facts are unknown")
     options = Options(interval=args.interval, max_namespaces=args.max_namespaces, max_series=args.max_series,
                       canary_file=args.canary_file)  # fmt: skip
-    exporter = Exporter(options, namer=CriNamer(args.cri_root), log=_say)
+    exporter = service.make_exporter(options, args.cri_root, log=_log)
     if args.once:
-        latest = exporter.collect_once()
-        if latest.finished_at is None:
-            _say("could not collect (see above)")
-            return 3
+        if exporter.collect_once().finished_at is None:
+            _log("could not collect (see above)")
+            return ExitCode.UNREADABLE
         sys.stdout.write(exposition(exporter))
-        return 0
-
+        return ExitCode.OK
     try:
         endpoint = Endpoint(exporter, host, port)
     except OSError as e:
-        print(f"badsum: cannot listen on {args.listen}: {e.strerror or e}", file=sys.stderr)
-        return 3
+        say(f"cannot listen on {args.listen}: {e.strerror or e}")
+        return ExitCode.UNREADABLE
     stop = threading.Event()
     got: list[int] = []
 
@@ -113,63 +116,16 @@ def run(args: argparse.Namespace) -> int:
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    watch = None
-    canary = None
     try:
-        if not args.no_drops:
-            watch = _start_drops(exporter, getattr(args, "drops", "auto"))
-        if args.canary_every:
-            from badsum.exporter.canary import CanaryRunner
-
-            canary = CanaryRunner(args.canary_file, args.canary_every, log=_say,
-                                  on_error=lambda m: exporter.error("canary", m))  # fmt: skip
-            canary.start()
-        endpoint.start()
-        h, p = endpoint.address
-        _say(f"serving http://{f'[{h}]' if ':' in h else h}:{p}/metrics, collecting every {args.interval:g} s")
-        collector = threading.Thread(target=exporter.run, args=(stop,), name="badsum-collector", daemon=True)
-        collector.start()
-        first = True
-        while not stop.wait(0.5):
-            if first and exporter.latest.finished_at is not None:
-                first = False
-                _say(f"first collection: {exporter.latest.namespaces} namespaces in {exporter.latest.duration_s:.1f} s")
-            if not collector.is_alive():
-                return 3
-        endpoint.stop()
-        # Let a collection in progress finish: its nsenter/nstat children end with it.
-        collector.join(60)
+        served = service.serve(exporter, endpoint, stop, drops=None if args.no_drops else args.drops,
+                               canary_every=args.canary_every, log=_log)  # fmt: skip
     finally:
-        if canary is not None:
-            canary.stop()
-        if watch is not None:
-            with exporter.drops_lock:
-                watch.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
-    _say("stopped")
-    return 130 if signal.SIGINT in got else 0
-
-
-def _start_drops(exporter, choice: str = "auto"):
-    """The kernel drop counter (each drop's own namespace and device), else the tracefs reader
-    (host-wide drops, joined to namespaces by counters); says which."""
-    try:
-        from badsum.host.kernel_drops import KERNEL, open_drops
-    except ImportError as e:
-        exporter.error("drops", f"drop watching is not available: {e}")
-        return None
-    source = open_drops(choice, f"badsum-exporter-{os.getpid()}")
-    if source.reader is None:
-        exporter.error("drops", f"not watching drops: {source.why_not}")
-        return None
-    if source.method == KERNEL:
-        _say("drops: counted by the kernel (eBPF), with the namespace and device of each dropped packet")
-    else:
-        why = f": the kernel drop counter is not available ({source.kernel_why_not})" if source.kernel_why_not else ""
-        _say(f"drops: host-wide from tracefs, joined to namespaces by their counters{why}")
-    exporter.drops = source.reader
-    return source.reader
+    if not served:
+        return ExitCode.UNREADABLE
+    _log("stopped")
+    return ExitCode.INTERRUPTED if signal.SIGINT in got else ExitCode.OK
 
 
 __all__ = ["register", "run"]

@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from badsum.cli.argtypes import unsafe_output
-from badsum.fix import persist as persist_mod
-from badsum.fix.apply import ActionResult, UndoResult, apply_plan, undo
-from badsum.fix.journal import DEFAULT_PATH, Journal, JournalError, open_entries
-from badsum.fix.plan import Plan, build_plan, finding_label, recheck
-from badsum.host.model import HostSnapshot
-from badsum.report.envelope import Envelope
-from badsum.rules.model import Finding
+from badsum.cli.argtypes import pick_namespaces, unsafe_output
+from badsum.cli.result import ExitCode, Failure, Result, say
+from badsum.cli.snapshot import read_snapshot
+from badsum.fix import session
+from badsum.fix.apply import ActionResult, UndoResult
+from badsum.fix.journal import DEFAULT_PATH, Journal
+from badsum.fix.plan import Plan, finding_label
+from badsum.fix.session import Applied, FixError, Host, Request
 
 HELP = "plan (and with --apply make, journal and undo) the narrowest change for each finding"
 EXAMPLES = """\
@@ -30,9 +26,10 @@ examples:
   badsum fix --from snap.json             # plan from a saved snapshot (no root needed)
 
 exit codes: 0 nothing to do (with --apply: every finding gone; --undo: all restored),
-            1 a plan exists (with --apply: a finding remains), 2 usage (also a --journal that is a
-            device, FIFO, socket, directory or symlink),
-            3 could not inspect or apply (not root, a command failed; --undo: an entry could not be restored)
+            1 a plan exists (with --apply: a finding remains), 2 usage (also an unknown RULE-ID or
+            --namespace, a --journal that is a device, FIFO, socket, directory or symlink),
+            3 could not inspect or apply (not root, an unreadable --from snapshot, a command failed;
+            --undo: an entry could not be restored)
 """
 ENV_JOURNAL = "BADSUM_FIX_JOURNAL"
 ENV_ROOT = "BADSUM_FIX_ROOT"
@@ -58,17 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _say(msg: str) -> None:
-    print(f"badsum: {msg}", file=sys.stderr, flush=True)
-
-
-def _fail(args: argparse.Namespace, code: str, message: str, exit_code: int = 3, data: dict | None = None) -> int:
-    if args.json:
-        print(Envelope("fix", "error", data or {}, [{"code": code, "message": message}]).to_json())
-    _say(message)
-    return exit_code
-
-
 def _root(args: argparse.Namespace) -> Path:
     return Path(args.root or os.environ.get(ENV_ROOT) or "/")
 
@@ -81,155 +67,65 @@ def _journal(args: argparse.Namespace) -> Journal:
     return Journal(_root(args) / str(DEFAULT_PATH).lstrip("/"))
 
 
-# -- the two collaborators: the host collector and the rules engine ---------------------------------
+def _usage(message: str) -> Failure:
+    return Failure("fix.usage", message, ExitCode.USAGE)
 
 
-def collect(now: float, namespaces: set[str] | None) -> HostSnapshot:
-    from badsum.host.collect import collect_snapshot
-
-    return collect_snapshot(now, namespaces=namespaces)
-
-
-def evaluate(snapshot: HostSnapshot) -> list[Finding]:
-    from badsum.rules import engine
-
-    return list(engine.evaluate(snapshot))
-
-
-def known_rules() -> set[str] | None:
-    """Every rule id the catalogue has (None when it cannot be told)."""
-    try:
-        from badsum.rules import engine
-
-        return {r.id.upper() for r in engine.load_rules()}
-    except (ImportError, AttributeError, OSError, ValueError):
-        return None
-
-
-def environment(root: Path) -> persist_mod.Environment:
-    nm = (root / "etc/NetworkManager").is_dir() or shutil.which("NetworkManager") is not None
-    return persist_mod.Environment(udev=shutil.which("udevadm") is not None, networkmanager=nm)
-
-
-# -- run ----------------------------------------------------------------------------------------------
-
-
-def run(args: argparse.Namespace, *, collect_fn: Callable[..., HostSnapshot] | None = None,
-        evaluate_fn: Callable[[HostSnapshot], list[Finding]] | None = None) -> int:  # fmt: skip
-    collect_fn = collect_fn or collect
-    evaluate_fn = evaluate_fn or evaluate
-    if args.snapshot and args.apply:
-        _say("--apply changes this host: it needs a live snapshot, not --from")
-        return 2
-    if args.undo and (args.snapshot or args.persist or args.namespace):
-        _say("--undo restores what the journal recorded; it takes only RULE-IDs, --journal and --json")
-        return 2
+def run(args: argparse.Namespace, host: Host | None = None) -> Result:
+    host = host or Host()
     journal = _journal(args)
-    # Refused before anything is inspected or changed: a FIFO there would hang the first read, and
-    # the journal's rename would replace a device node.
-    if (args.apply or args.undo) and (refused := unsafe_output("--journal", str(journal.path))):
-        return _fail(args, *refused, exit_code=2)
-    if args.undo:
-        return run_undo(args, journal)
-    wanted = {r.upper() for r in args.rules}
-    known = known_rules()
-    if known is not None and (unknown := sorted(wanted - known)):
-        _say(f"unknown rule id {', '.join(unknown)}; `badsum doctor --json` lists the rules")
-        return 2
-    scope = set(args.namespace) if args.namespace else None
     try:
-        if args.snapshot:
-            snapshot = HostSnapshot.from_json(Path(args.snapshot).read_text())
-        else:
-            snapshot = collect_fn(time.time(), namespaces=scope)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return _fail(args, "fix.cannot_inspect", f"cannot read the host state: {e}")
-    findings = evaluate_fn(snapshot)
-    plan = build_plan(findings, rules=wanted, namespaces=scope, snapshot=snapshot)
-    root = _root(args)
-    keep = persist_mod.choose(list(plan.actions), snapshot, environment(root)) if args.persist else []
-    data: dict = {"mode": "apply" if args.apply else "plan", "journal": str(journal.path), **plan.as_dict()}
-    if args.persist:
-        data["persist"] = [p.as_dict() for p in keep]
-        data["persist_notes"] = persist_mod.notes_for_other_kinds(list(plan.actions))
-        data["root"] = str(root)
-    if not args.apply:
-        code = 1 if not plan.empty else 0
-        if args.json:
-            print(Envelope("fix", "findings" if code else "ok", data).to_json())
-        else:
-            print(render_plan(plan, keep, data.get("persist_notes", []), journal, dry=True), end="")
-        return code
-    if os.geteuid() != 0:
-        return _fail(args, "fix.not_root", "--apply changes interfaces in other namespaces: it needs root", 3, data)
-    if plan.empty or not plan.actions:
-        if args.json:
-            print(Envelope("fix", "findings" if not plan.empty else "ok", {**data, "results": []}).to_json())
-        else:
-            print(render_plan(plan, keep, [], journal, dry=False), end="")
-        return 1 if not plan.empty else 0
-    try:
-        with journal.locked():
-            inodes = {n.id: n.inode for n in snapshot.namespaces}
-            results = apply_plan(list(plan.actions), journal, time.time(), inodes=inodes)
-            written = _install(keep, root, journal) if args.persist and not any(r.status == "failed" for r in results) else []
-    except JournalError as e:
-        return _fail(args, "fix.journal", str(e), 3, data)
-    failed = [r for r in results if r.status in ("failed", "skipped")]
-    involved = {r.planned.action.ns for r in results} | {o.ns for f in plan.findings for o in f.objects}
-    if scope:
-        involved |= scope
-    try:
-        after = collect_fn(time.time(), namespaces=involved)
-        missing = involved - {n.id for n in after.namespaces}
-        checks = recheck(plan.findings, evaluate_fn(after), missing)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        checks = [(f, "unknown") for f in plan.findings]
-        _say(f"could not check the findings again: {e}")
-    data["results"] = [r.as_dict() for r in results]
-    data["written"] = written
-    data["recheck"] = [{"finding": finding_label(f), "rule": f.rule, "status": s} for f, s in checks]
-    code = 3 if failed else 0 if all(s == "gone" for _, s in checks) else 1
-    if args.json:
-        errors = [{"code": "fix.apply_failed", "message": r.message} for r in failed if r.status == "failed"]
-        print(Envelope("fix", {0: "ok", 1: "findings", 3: "error"}[code], data, errors).to_json())
-    else:
-        print(render_apply(results, written, checks, journal), end="")
-    return code
+        if args.snapshot and args.apply:
+            raise _usage("--apply changes this host: it needs a live snapshot, not --from")
+        if args.undo and (args.snapshot or args.persist or args.namespace):
+            raise _usage("--undo restores what the journal recorded; it takes only RULE-IDs, --journal and --json")
+        # Refused before anything is inspected or changed: a FIFO there would hang the first read, and
+        # the journal's rename would replace a device node.
+        if (args.apply or args.undo) and (refused := unsafe_output("--journal", str(journal.path))):
+            raise Failure(*refused, ExitCode.USAGE)
+        wanted = {r.upper() for r in args.rules}
+        if args.undo:
+            return _undo(journal, wanted, host)
+        known = host.known_rules()
+        if known is not None and (unknown := sorted(wanted - known)):
+            raise _usage(f"unknown rule id {', '.join(unknown)}; `badsum doctor --json` lists the rules")
+        snapshot = read_snapshot(args.snapshot) if args.snapshot else None
+        scope = None
+        if args.namespace:
+            found = snapshot.namespaces if snapshot is not None else host.namespaces()
+            scope = frozenset(ns.id for ns in pick_namespaces("--namespace", found, args.namespace))
+        request = Request(journal, _root(args), frozenset(wanted), scope, args.persist)
+        proposal = session.propose(request, host, snapshot)
+        if not args.apply:
+            plan = proposal.plan
+            return Result("fix", ExitCode.FINDINGS if not plan.empty else ExitCode.OK, proposal.as_data("plan"),
+                          text=lambda: render_plan(plan, proposal.keep, proposal.persist_notes, journal, dry=True))  # fmt: skip
+        return _applied(session.apply(proposal, host, log=say))
+    except Failure as e:
+        return Result.failed("fix", e)
+    except FixError as e:
+        return Result.failed("fix", Failure(e.code, str(e)), e.data)
 
 
-def _install(keep: list[persist_mod.Persistence], root: Path, journal: Journal) -> list[dict]:
-    out = []
-    for p in keep:
-        if p.artefact is None:
-            continue
-        status, message, entry = persist_mod.install(p.artefact, root, journal, time.time(), p.rules)
-        out.append({"path": p.artefact.path, "written_to": message if status == "written" else None,
-                    "status": status, "journal_entry": entry})  # fmt: skip
-    return out
+def _applied(done: Applied) -> Result:
+    plan, journal = done.proposal.plan, done.proposal.request.journal
+    if not done.attempted:
+        return Result("fix", ExitCode.FINDINGS if not plan.empty else ExitCode.OK, done.as_data(),
+                      text=lambda: render_plan(plan, done.proposal.keep, [], journal, dry=False))  # fmt: skip
+    code = ExitCode.UNREADABLE if done.failed else ExitCode.OK if done.all_gone else ExitCode.FINDINGS
+    errors = [{"code": "fix.apply_failed", "message": r.message} for r in done.failed if r.status == "failed"]
+    return Result("fix", code, done.as_data(), errors,
+                  text=lambda: render_apply(done.results, done.written, done.checks, journal))  # fmt: skip
 
 
-def run_undo(args: argparse.Namespace, journal: Journal) -> int:
-    wanted = {r.upper() for r in args.rules}
-    try:
-        with journal.locked():
-            todo = open_entries(journal.entries(), wanted or None)
-            if any(e.kind != "file" for e in todo) and os.geteuid() != 0:
-                return _fail(args, "fix.not_root", "--undo changes interfaces in other namespaces: it needs root")
-            results = undo(journal, todo, time.time(), file_undo=persist_mod.uninstall)
-    except JournalError as e:
-        return _fail(args, "fix.journal", str(e))
+def _undo(journal: Journal, rules: set[str], host: Host) -> Result:
+    results = session.undo_journal(journal, rules, host)
     bad = [r for r in results if r.status in ("refused", "failed")]
-    code = 3 if bad else 0
-    if args.json:
-        errors = [{"code": f"fix.undo_{r.status}", "message": f"entry {r.entry.id}: {r.message}"} for r in bad]
-        data = {"mode": "undo", "journal": str(journal.path), "results": [r.as_dict() for r in results]}
-        print(Envelope("fix", "error" if bad else "ok", data, errors).to_json())
-    else:
-        print(render_undo(results, journal), end="")
-        for r in bad:
-            _say(f"entry {r.entry.id} ({_what(r.entry)}): {r.message}")
-    return code
+    errors = [{"code": f"fix.undo_{r.status}", "message": f"entry {r.entry.id}: {r.message}"} for r in bad]
+    data = {"mode": "undo", "journal": str(journal.path), "results": [r.as_dict() for r in results]}
+    return Result("fix", ExitCode.UNREADABLE if bad else ExitCode.OK, data, errors,
+                  text=lambda: render_undo(results, journal),
+                  text_stderr=[f"entry {r.entry.id} ({_what(r.entry)}): {r.message}" for r in bad])  # fmt: skip
 
 
 # -- text -----------------------------------------------------------------------------------------------

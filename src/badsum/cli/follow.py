@@ -16,8 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from badsum.cli.argtypes import port, positive
-from badsum.cli.main import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE
-from badsum.report.envelope import Envelope
+from badsum.cli.result import ExitCode, Failure, Result, say
 
 HELP = "follow packets through the kernel with eBPF and name the first bad hop from the kernel's checksum state"
 EXAMPLES = """\
@@ -66,15 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _say(message: str) -> None:
-    print(f"badsum: {message}", file=sys.stderr)
-
-
-def _error(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:
-    if args.json:
-        print(Envelope("follow", "error", {"filter": args.filter}, [{"code": code, "message": message}]).to_json())
-    _say(message)
-    return exit_code
+def _error(args: argparse.Namespace, code: str, message: str, exit_code: ExitCode) -> Result:
+    return Result.failed("follow", Failure(code, message, exit_code), {"filter": args.filter})
 
 
 class _Stop(Exception):
@@ -94,7 +86,7 @@ def _signals_stop() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> Result | ExitCode:
     from badsum.kernel.filter import FilterError, parse, tunnel_ports
     from badsum.wire.ports import PortTable
 
@@ -103,16 +95,16 @@ def run(args: argparse.Namespace) -> int:
         ports = PortTable.with_vxlan_ports(tuple(args.vxlan_port))
         tunnel_ports(dict(ports.by_port))
     except FilterError as e:
-        return _error(args, "follow.filter", f"filter: {e}", EXIT_USAGE)
+        return _error(args, "follow.filter", f"filter: {e}", ExitCode.USAGE)
     if args.duration is not None and args.duration <= 0:
-        return _error(args, "follow.usage", "--duration must be more than 0", EXIT_USAGE)
+        return _error(args, "follow.usage", "--duration must be more than 0", ExitCode.USAGE)
     if args.write:
         from badsum.outfile import check_writable_target
 
         try:
             check_writable_target(args.write)
         except OSError as e:
-            return _error(args, "write.not_writable", f"-w {args.write}: {e.strerror or e}", EXIT_USAGE)
+            return _error(args, "write.not_writable", f"-w {args.write}: {e.strerror or e}", ExitCode.USAGE)
     from badsum.kernel.session import FollowConfig, FollowSession, Unavailable
 
     config = FollowConfig(flt, min(args.snaplen, 2047), max(args.rate, 0), dict(ports.by_port), args.btf)
@@ -120,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         session = FollowSession(config)
     except Unavailable as e:
         return _error(args, "follow.unavailable", f"follow cannot run here: {e}; "
-                      "`badsum capture` + `badsum trace` place faults without eBPF", EXIT_UNREADABLE)  # fmt: skip
+                      "`badsum capture` + `badsum trace` place faults without eBPF", ExitCode.UNREADABLE)  # fmt: skip
     names = _names()
     recorded = _Recording()
     try:
@@ -130,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             malformed = session.malformed
             stats = session.stats()
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     names.update({k: v for k, v in _names().items() if k not in names})
     return finish(args, flt.text, recorded, names, ports, loss, stats, malformed)
 
@@ -161,7 +153,7 @@ def record(session, args: argparse.Namespace, names: dict[int, str]) -> _Recordi
     progress = sys.stderr.isatty() and not args.json
     if not args.json and sys.stderr.isatty():
         what = f"'{args.filter}'" if args.filter else "every packet"
-        _say(f"following {what} on every device in every namespace (Ctrl-C stops)")
+        say(f"following {what} on every device in every namespace (Ctrl-C stops)")
     drain_until: float | None = None
     last_shown = 0.0
     last_names = t0
@@ -172,7 +164,7 @@ def record(session, args: argparse.Namespace, names: dict[int, str]) -> _Recordi
                 proc = subprocess.Popen(args.command, stdin=subprocess.DEVNULL,
                                         stdout=sys.stderr.fileno() if args.json else None)
             except OSError as e:
-                _say(f"cannot run {args.command[0]}: {e.strerror or e}")
+                say(f"cannot run {args.command[0]}: {e.strerror or e}")
                 rec.stopped_by = "command-failed"
                 return rec
         while True:
@@ -242,7 +234,7 @@ def _with_locations(events: list) -> list:  # noqa: ANN001
 
 
 def finish(args: argparse.Namespace, filter_text: str, rec: _Recording, names: dict[int, str], ports, loss, stats,
-           malformed: int) -> int:  # noqa: ANN001
+           malformed: int) -> Result:  # noqa: ANN001
     from badsum.follow.result import follow_analysis, to_data
 
     events = _with_locations(rec.events)
@@ -264,18 +256,16 @@ def finish(args: argparse.Namespace, filter_text: str, rec: _Recording, names: d
         else:
             data["written"] = wrote
     bad = data["summary"]["flows_bad"]
-    status = "findings" if bad else "ok"
-    if args.json:
-        print(Envelope("follow", status, data, errors).to_json())
-    else:
-        from badsum.report.follow_text import render
+    code = ExitCode.FINDINGS if bad else ExitCode.UNREADABLE if errors else ExitCode.OK
+    # A failed -w is exit 3, but the analysis itself found nothing wrong: its status stays `ok`.
+    return Result("follow", code, data, errors, text=lambda: _text(data, args.verbose),
+                  text_stderr=[e["message"] for e in errors], status="findings" if bad else "ok")
 
-        sys.stdout.write(render(data, args.verbose))
-        for e in errors:
-            _say(e["message"])
-    if errors and not bad:
-        return EXIT_UNREADABLE
-    return EXIT_FINDINGS if bad else EXIT_OK
+
+def _text(data: dict, verbose: bool) -> str:
+    from badsum.report.follow_text import render
+
+    return render(data, verbose)
 
 
 def _write(path: str, events: list, names: dict[int, str], filter_text: str, snaplen: int, loss) -> dict | str:  # noqa: ANN001

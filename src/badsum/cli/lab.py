@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from badsum.cli.result import ExitCode, Failure, Result, say
 from badsum.lab.lab import LabError
 from badsum.lab.runner import CommandError
 from badsum.lab.scenarios import SCENARIOS, find
 from badsum.lab.state import PREFIX_RE, clean
-from badsum.report.envelope import Envelope
 
 HELP = "reproduce known incidents on the real kernel in throwaway namespaces"
 EXAMPLES = """\
@@ -55,76 +54,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(run=run_clean)
 
 
-def _say(msg: str) -> None:
-    print(f"badsum: {msg}", file=sys.stderr, flush=True)
+def _prefix(args: argparse.Namespace) -> Failure | None:
+    if args.prefix and not PREFIX_RE.match(args.prefix):
+        return Failure("lab.prefix", f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}", ExitCode.USAGE)
+    return None
 
 
-def run_list(args: argparse.Namespace) -> int:
+def run_list(args: argparse.Namespace) -> Result:
     rows = [{"name": s.name, "title": s.title, "kb": list(s.kb), "needs_ovs": s.needs_ovs} for s in SCENARIOS]
-    if args.json:
-        print(Envelope("lab list", "ok", {"scenarios": rows}).to_json())
-    else:
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            print(f"{r['name']:<{width}}  {r['title']} ({', '.join(r['kb'])})")
-    return 0
+    width = max(len(r["name"]) for r in rows)
+    text = "".join(f"{r['name']:<{width}}  {r['title']} ({', '.join(r['kb'])})\n" for r in rows)
+    return Result("lab list", ExitCode.OK, {"scenarios": rows}, text=text)
 
 
-def run_scenario(args: argparse.Namespace) -> int:
+def run_scenario(args: argparse.Namespace) -> Result:
     scenario = find(args.scenario)
     if scenario is None:
-        _say(f"unknown scenario {args.scenario!r}; `badsum lab list` shows them: " + ", ".join(s.name for s in SCENARIOS))
-        return 2
-    if args.prefix and not PREFIX_RE.match(args.prefix):
-        _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
-        return 2
+        return Result.failed("lab run", Failure("lab.unknown_scenario", f"unknown scenario {args.scenario!r}; `badsum lab list` "
+                                                "shows them: " + ", ".join(s.name for s in SCENARIOS), ExitCode.USAGE))  # fmt: skip
+    if refused := _prefix(args):
+        return Result.failed("lab run", refused)
     out = Path(args.out or f"badsum-lab/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if sys.stderr.isatty() and not args.json:
-        _say(f"running {scenario.name} in throwaway namespaces (captures in {out}) ...")
+        say(f"running {scenario.name} in throwaway namespaces (captures in {out}) ...")
     try:
         result = scenario.run(out, fix=args.fix, keep=args.keep, prefix=args.prefix)
     except (LabError, CommandError, TimeoutError, OSError) as e:
         # OSError: the output folder (or the journal) cannot be written; teardown has run already.
         msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)
-        if args.json:
-            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.cannot_run", "message": msg}]).to_json())
-        _say(msg)
-        return 3
+        return Result.failed("lab run", Failure("lab.cannot_run", msg), {"scenario": scenario.name})
     except (ValueError, KeyError, IndexError, RuntimeError) as e:
         # A scenario that broke is not a symptom: exit 3, never 1, and one line, not a traceback.
         msg = f"{scenario.name} could not finish: {type(e).__name__}: {e} (teardown has run)"
-        if args.json:
-            print(Envelope("lab run", "error", {"scenario": scenario.name}, [{"code": "lab.scenario_failed", "message": msg}]).to_json())
-        _say(msg)
-        return 3
-    code = 1 if result.symptom_observed else 0
-    if args.json:
-        print(Envelope("lab run", "findings" if code else "ok", result.as_dict()).to_json())
-    else:
-        print(result.summary(), end="")
-    if args.keep:
-        _say(f"kept namespaces {result.prefix}-*; remove them with `badsum lab clean --prefix {result.prefix}`")
-    return code
+        return Result.failed("lab run", Failure("lab.scenario_failed", msg), {"scenario": scenario.name})
+    kept = [f"kept namespaces {result.prefix}-*; remove them with `badsum lab clean --prefix {result.prefix}`"] if args.keep else []
+    return Result("lab run", ExitCode.FINDINGS if result.symptom_observed else ExitCode.OK, result.as_dict(),
+                  text=result.summary, stderr=kept)  # fmt: skip
 
 
-def run_clean(args: argparse.Namespace) -> int:
-    if args.prefix and not PREFIX_RE.match(args.prefix):
-        _say(f"--prefix must be 'bs' and 6 hex digits, not {args.prefix!r}")
-        return 2
+def run_clean(args: argparse.Namespace) -> Result:
+    if refused := _prefix(args):
+        return Result.failed("lab clean", refused)
     report = clean(args.prefix)
     data = {"prefixes": report.prefixes, "namespaces": report.namespaces, "killed": report.killed,
             "running": report.running}
-    if args.json:
-        errors = [{"code": "lab.clean", "message": e} for e in report.errors]
-        print(Envelope("lab clean", "error" if errors else "ok", data, errors).to_json())
-    else:
-        print(f"removed {len(report.namespaces)} namespace(s) of {len(report.prefixes)} run(s); "
-              f"stopped {len(report.killed)} process(es)")  # fmt: skip
-        if report.running and not args.prefix:
-            _say(f"left alone, still running: {', '.join(report.running)}")
-        for e in report.errors:
-            _say(e)
-    return 3 if report.errors else 0
+    errors = [{"code": "lab.clean", "message": e} for e in report.errors]
+    said = [f"left alone, still running: {', '.join(report.running)}"] if report.running and not args.prefix else []
+    text = (f"removed {len(report.namespaces)} namespace(s) of {len(report.prefixes)} run(s); "
+            f"stopped {len(report.killed)} process(es)\n")  # fmt: skip
+    return Result("lab clean", ExitCode.UNREADABLE if errors else ExitCode.OK, data, errors, text=text,
+                  text_stderr=[*said, *report.errors])  # fmt: skip
 
 
-__all__ = ["register", "json"]
+__all__ = ["register", "run_clean", "run_list", "run_scenario"]

@@ -7,19 +7,16 @@ Exit codes (docs/cli.md): 0 nothing wrong, 1 findings, 2 usage, 3 could not read
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from badsum import __version__
-
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_USAGE = 2
-EXIT_UNREADABLE = 3
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 141
+from badsum.cli.result import ExitCode, Result, render, say
+from badsum.report.output import OutputError, cannot_write
 
 #: Every command (module badsum.cli.NAME with `register(subparsers)` and `HELP`), in the order
 #: `--help` lists them, with its one-line summary. A run imports only the module of the command it
@@ -51,16 +48,61 @@ examples:
 """
 
 
+_REQUIRED = "the following arguments are required"
+
+
+class _Missing(Exception):
+    """argparse found a required argument missing; an unknown option may deserve the message more."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, except that an unknown option is named before a missing argument: `badsum --bogus`
+    says `--bogus`, not "COMMAND required" (argparse checks required arguments first)."""
+
+    def error(self, message: str) -> Any:  # argparse's signature: NoReturn
+        if message.startswith(_REQUIRED):
+            raise _Missing(message)
+        return super().error(message)
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        words = list(sys.argv[1:] if args is None else args)
+        try:
+            return super().parse_known_args(words, namespace)
+        except _Missing as missing:
+            # Parse again with nothing required, only to learn what was not recognised.
+            relaxed = [a for a in self._actions if a.required]
+            for a in relaxed:
+                a.required = False
+            try:
+                _, extras = super().parse_known_args(words, copy.copy(namespace))
+            finally:
+                for a in relaxed:
+                    a.required = True
+            if extras:
+                super().error(f"unrecognized arguments: {' '.join(extras)}")
+            super().error(str(missing))
+
+
+class CommandParser(Parser):
+    """A command's parser: it names an unknown option itself, under its own usage line."""
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; with `only`, just that command is fully registered (the rest are summaries)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="badsum",
         description="Find where packets go bad in container and overlay networks, and why.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"badsum {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     sub.required = True
     for name, summary in COMMANDS.items():
         if only is None or name == only:
@@ -79,10 +121,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help/--version exit 0, usage errors exit 2
         return int(e.code or 0)
     try:
-        return int(args.run(args))
+        outcome = args.run(args)
+        # A command returns a Result (one renderer prints it) or, streaming, its ExitCode.
+        return render(outcome, bool(getattr(args, "json", False))) if isinstance(outcome, Result) else int(outcome)
+    except OutputError as e:  # > /dev/full, >&-: the result could not be delivered (EPIPE is below: 141)
+        return cannot_write(e)
     except KeyboardInterrupt:
-        print("badsum: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        say("interrupted")
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # `badsum pcap --jsonl big.pcap | head`: the reader went away. Exit as a SIGPIPE'd
         # process would (128 + 13), so a pipeline does not take a cut run for a clean one.
@@ -91,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         except (OSError, ValueError):
             pass
-        return EXIT_BROKEN_PIPE
+        return ExitCode.BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -11,15 +11,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from badsum.capture import CaptureOpenError, open_capture
+from badsum.analyze import ScanConfig, Scanner, ScanSummary
+from badsum.capture import CaptureOpenError, CaptureReader, open_capture
 from badsum.capture.pcapng_writer import PcapngWriter
 from badsum.cli.argtypes import int_range, port, unsafe_output
+from badsum.cli.result import ExitCode, Failure, Result, say
 from badsum.outfile import UnsafeTarget
 from badsum.report.envelope import Envelope
-from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, to_data
+from badsum.report.output import OutputError, Stdout, cannot_write, stdout
+from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, report_errors, to_data
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
 from badsum.report.symptoms import write_symptom_lines
-from badsum.scan.pipeline import ScanConfig, Scanner
 
 HELP = "verify every checksum in a capture and find the symptoms (SYN ladders, PMTU, ping-only)"
 EXAMPLES = """\
@@ -33,9 +35,10 @@ examples:
 
 exit codes: 0 all checksums ok and no failing symptom, 1 bad checksums (or partial ones on received
             packets) or a failing symptom (a connect that never succeeded, ping-only, a PMTU black
-            hole ...), 2 usage error (also an --annotate OUT that is the input, or not a regular file
-            or a new name: a device, FIFO, socket, directory or symlink), 3 input unreadable or
-            damaged (packets before the damage are reported), or OUT cannot be written
+            hole ...), 2 usage error (also an --annotate OUT that is empty, the input, or not a
+            regular file or a new name: a device, FIFO, socket, directory or symlink), 3 input
+            unreadable or damaged (packets before the damage are reported), not one record in it
+            could be decoded, or OUT or standard output cannot be written
 """
 
 
@@ -58,16 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _say(message: str) -> None:
-    """One line on stderr, never wrapped or parsed as markup (file names may contain '[')."""
-    print(f"badsum: {message}", file=sys.stderr, flush=True)
-
-
-def _fail(args: argparse.Namespace, code: str, message: str, data: dict | None = None, exit_code: int = 3) -> int:
+def _refuse(args: argparse.Namespace, out: Stdout, failure: Failure) -> int:
+    """Say why on stderr and, under --json, print the error envelope to `out` (the checked stdout)."""
+    say(failure.message)
     if args.json:
-        print(Envelope("pcap", "error", data or {"file": args.file}, [{"code": code, "message": message}]).to_json())
-    _say(message)
-    return exit_code
+        print(Result.failed("pcap", failure, {"file": args.file}).envelope().to_json(), file=out)
+        out.flush()
+    return int(failure.exit_code)
 
 
 def _names_the_input(out: str, file: str) -> bool:
@@ -84,82 +84,102 @@ def _names_the_input(out: str, file: str) -> bool:
     return stat.S_ISREG(o.st_mode) and (o.st_dev, o.st_ino) == (i.st_dev, i.st_ino)
 
 
-def _check_annotate(args: argparse.Namespace) -> int | None:
+def _check_annotate(args: argparse.Namespace, out: Stdout) -> int | None:
     """The exit code when --annotate's path must not be written; checked before the capture is read."""
+    if not args.annotate:  # `--annotate "$OUT"` with OUT unset: an empty name writes nothing anywhere
+        return _refuse(args, out, Failure("annotate.empty_path", "--annotate needs a file name, not an empty string", ExitCode.USAGE))
     if _names_the_input(args.annotate, args.file):
-        return _fail(args, "annotate.is_the_input", "--annotate must not overwrite the input capture", exit_code=2)
+        return _refuse(args, out, Failure("annotate.is_the_input", "--annotate must not overwrite the input capture", ExitCode.USAGE))
     if refused := unsafe_output("--annotate", args.annotate):
-        return _fail(args, *refused, exit_code=2)
+        return _refuse(args, out, Failure(*refused, ExitCode.USAGE))
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    machine = args.json or args.jsonl
-    if args.annotate and (refused := _check_annotate(args)) is not None:
+    try:
+        return _run(args, stdout())
+    except OutputError as e:  # > /dev/full, >&-: the report cannot be delivered (EPIPE is main's: 141)
+        return cannot_write(e)
+
+
+def _run(args: argparse.Namespace, out: Stdout) -> int:
+    if args.annotate is not None and (refused := _check_annotate(args, out)) is not None:
         return refused
     try:
         reader = open_capture(args.file)
     except CaptureOpenError as e:
-        return _fail(args, f"capture.{e.reason}", str(e))
-    writer = None
+        return _refuse(args, out, Failure(f"capture.{e.reason}", str(e), ExitCode.UNREADABLE))
     with reader:
-        sinks: list = []
-        if args.jsonl:
-            sinks.append(JsonLinesSink(sys.stdout))
-        if args.annotate:
-            try:
-                writer = PcapngWriter(args.annotate)
-            except UnsafeTarget as e:  # it changed since the check above
-                return _fail(args, f"annotate.{e.code}", f"--annotate {args.annotate}: {e.strerror}", exit_code=2)
-            except OSError as e:
-                return _fail(args, "annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}")
-            sinks.append(AnnotateSink(writer, reader.interfaces))
-        config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms)
-        scanner = Scanner(config, sinks)
-        # Progress only for a person watching: a real terminal on stderr, whatever FORCE_COLOR says.
-        show = not machine and not args.no_progress and sys.stderr.isatty()
-        try:
-            summary = _run_with_progress(scanner, reader, args.file) if show else scanner.run(reader)
-            if writer is not None:
-                if reader.errors:
-                    writer.abort()  # never leave a copy of half a capture behind
-                else:
-                    writer.close()
-        except OSError as e:
-            if writer is not None:
-                writer.abort()
-            if isinstance(e, BrokenPipeError):
-                raise
-            where = args.annotate if writer is not None else args.file
-            return _fail(args, "io.error", f"cannot write {where}: {e.strerror or e}")
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
+        scanned = _scan(args, out, reader)
+    if isinstance(scanned, int):
+        return scanned
+    summary, writer = scanned
     meta = CaptureMeta(
         path=args.file,
         format=reader.format,
         compressed=reader.compressed,
         interfaces=len(reader.interfaces),
         errors=[{"code": e.code, "message": e.message, "offset": e.offset} for e in reader.errors],
+        empty_records=reader.empty_records,
     )
     code = exit_code(summary, meta)
+    errors = report_errors(summary, meta)
     if args.json:
         status = "error" if code == 3 else "findings" if code == 1 else "ok"
-        print(Envelope("pcap", status, to_data(summary, meta), meta.errors).to_json())
+        print(Envelope("pcap", status, to_data(summary, meta), errors).to_json(), file=out)
     else:
         if not args.jsonl:
-            out = _stdout_console()
-            render_text(summary, meta, out, verbose=args.verbose)
+            console = _stdout_console(out)
+            render_text(summary, meta, console, verbose=args.verbose)
             if writer is not None and not reader.errors:
-                out.print(f"\nannotated copy: {escape(args.annotate)} ({writer.packets:,} packets)")
-        for e in meta.errors:
-            _say(f"input damaged at byte {e['offset']}: {e['message']}")
+                console.print(f"\nannotated copy: {escape(args.annotate)} ({writer.packets:,} packets)")
+        for e in errors:
+            say(f"input damaged at byte {e['offset']}: {e['message']}" if "offset" in e else e["message"])
     if args.jsonl:
-        write_symptom_lines(summary.symptoms, sys.stdout)
+        write_symptom_lines(summary.symptoms, out)
+    out.flush()
     if writer is not None and reader.errors:
-        _say(f"no annotated copy written: the input is damaged ({args.annotate} left as it was)")
+        say(f"no annotated copy written: the input is damaged ({args.annotate} left as it was)")
     return code
+
+
+def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader) -> tuple[ScanSummary, PcapngWriter | None] | int:
+    """Run the capture through the scanner and the sinks; an exit code when the copy cannot be written."""
+    writer = None
+    sinks: list = []
+    if args.jsonl:
+        sinks.append(JsonLinesSink(out))
+    if args.annotate:
+        try:
+            writer = PcapngWriter(args.annotate)
+        except UnsafeTarget as e:  # it changed since the check above
+            return _refuse(args, out, Failure(f"annotate.{e.code}", f"--annotate {args.annotate}: {e.strerror}", ExitCode.USAGE))
+        except OSError as e:
+            return _refuse(args, out, Failure("annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}", ExitCode.UNREADABLE))
+        sinks.append(AnnotateSink(writer, reader.interfaces))
+    config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms)
+    scanner = Scanner(config, sinks)
+    # Progress only for a person watching: a real terminal on stderr, whatever FORCE_COLOR says.
+    show = not (args.json or args.jsonl) and not args.no_progress and sys.stderr.isatty()
+    try:
+        summary = _run_with_progress(scanner, reader, args.file) if show else scanner.run(reader)
+        if writer is not None:
+            if reader.errors:
+                writer.abort()  # never leave a copy of half a capture behind
+            else:
+                writer.close()
+    except OSError as e:
+        if writer is not None:
+            writer.abort()
+        if isinstance(e, BrokenPipeError):
+            raise
+        what = f"cannot write {args.annotate}" if writer is not None else f"cannot read {args.file}"
+        return _refuse(args, out, Failure("io.error", f"{what}: {e.strerror or e}", ExitCode.UNREADABLE))
+    except BaseException:  # OutputError, Ctrl-C: no copy of a run that did not finish
+        if writer is not None:
+            writer.abort()
+        raise
+    return summary, writer
 
 
 class _StdoutConsole(Console):
@@ -169,12 +189,12 @@ class _StdoutConsole(Console):
         raise BrokenPipeError
 
 
-def _stdout_console() -> Console:
+def _stdout_console(out: Stdout) -> Console:
     # Piped output is read by people too: do not hard-wrap it at 80 columns.
-    probe = Console()
+    probe = Console(file=out)
     if probe.is_terminal:
-        return _StdoutConsole(highlight=False)
-    return _StdoutConsole(highlight=False, width=160, soft_wrap=True)
+        return _StdoutConsole(file=out, highlight=False)
+    return _StdoutConsole(file=out, highlight=False, width=160, soft_wrap=True)
 
 
 def _run_with_progress(scanner: Scanner, reader, path: str):  # noqa: ANN001

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from badsum.capture import CaptureOpenError, open_capture
 from badsum.checksum.detailed import DetailedJudge
-from badsum.cli.argtypes import port, positive
-from badsum.report.envelope import Envelope
+from badsum.cli.argtypes import label_and_path, port, positive
+from badsum.cli.result import ExitCode, Failure, Result
+from badsum.cli.snapshot import read_snapshot
 from badsum.trace import nflog
 from badsum.trace.build import TraceResult, to_data, trace
 from badsum.trace.model import Observation, Point
@@ -24,15 +24,15 @@ examples:
   badsum trace --snapshot snap.json c1:eth0=a.pcap host:c1-veth=b.pcap host:c2-veth=c.pcap
   badsum trace --order time --json a.pcapng b.pcapng c.pcapng
 
-exit codes: 0 no packet went bad, 1 a first bad hop was found, 2 usage error,
-            3 a capture or the snapshot could not be read
+exit codes: 0 no packet went bad, 1 a first bad hop was found, 2 usage error (also an empty
+            LABEL or FILE in LABEL=FILE, two points with one label), 3 a capture or the snapshot could not be read
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("points", metavar="POINT", nargs="+",
+    p.add_argument("points", metavar="POINT", nargs="+", type=label_and_path,
                    help="LABEL=FILE (label NS:IFNAME, `host:` for the host namespace) or a bare FILE (labelled by its "
                         "name), in path order; a multi-interface pcapng gives one point per interface")  # fmt: skip
     p.add_argument("--snapshot", metavar="FILE", help="a host snapshot (`badsum doctor --save`): the topology between the points")
@@ -48,17 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-class _Unreadable(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _split(arg: str) -> tuple[str | None, str]:
+    """(label, path) of a POINT (label_and_path has refused an empty label or path)."""
     if os.path.exists(arg) or "=" not in arg:
         return None, arg
     label, _, path = arg.partition("=")
-    return (label or None), path
+    return label, path
 
 
 #: Tracing aligns packets across points, so it keeps them all decoded: bound the memory per point.
@@ -89,7 +84,7 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
         try:
             reader = open_capture(path)
         except CaptureOpenError as e:
-            raise _Unreadable(f"capture.{e.reason}", str(e)) from None
+            raise Failure(f"capture.{e.reason}", str(e)) from None
         with reader:
             index: dict[int, int] = {}
             judges: dict[int, DetailedJudge] = {}
@@ -127,51 +122,33 @@ def load(args: argparse.Namespace) -> tuple[list[Point], list[str], list[Observa
                     break
             if reader.errors and path not in args.truncated_points:
                 e = reader.errors[0]
-                raise _Unreadable(e.code, f"{path}: {e.message}")
+                raise Failure(e.code, f"{path}: {e.message}")
             if not index:  # an empty capture is still a point (where nothing was seen)
                 points.append(Point.parse(base))
                 files.append(path)
     return points, files, observations
 
 
-def _snapshot(path: str):
-    from badsum.host.model import HostSnapshot
-
+def run(args: argparse.Namespace) -> Result:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return HostSnapshot.from_json(fh.read())
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise _Unreadable("snapshot.unreadable", f"cannot read the snapshot {path}: {e}") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        topo = Topology(_snapshot(args.snapshot) if args.snapshot else None)
+        topo = Topology(read_snapshot(args.snapshot) if args.snapshot else None)
         points, files, observations = load(args)
-    except _Unreadable as e:
-        if args.json:
-            print(Envelope("trace", "error", {"points": args.points}, [{"code": e.code, "message": str(e)}]).to_json())
-        print(f"badsum: {e}", file=sys.stderr)
-        return 3
-    labels = [p.label for p in points]
-    if len(set(labels)) != len(labels):
-        print(f"badsum: two points have the same label: {', '.join(sorted({x for x in labels if labels.count(x) > 1}))}",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        labels = [p.label for p in points]
+        if twice := sorted({x for x in labels if labels.count(x) > 1}):
+            raise Failure("trace.same_label", f"two points have the same label: {', '.join(twice)}", ExitCode.USAGE)
+    except Failure as e:
+        return Result.failed("trace", e, {"points": args.points})
     result = trace(points, observations, topo, args.order)
     data = to_data(result, topo, files)
     for path in args.truncated_points:
         data["notes"].append(f"{path}: only its first {args.max_packets:,} packets were traced (--max-packets)")  # type: ignore[union-attr]
     bad = data["summary"]["flows_bad"]  # type: ignore[index]
-    if args.json:
-        print(Envelope("trace", "findings" if bad else "ok", data, []).to_json())
-    else:
-        render_text(result, data, args.verbose)
-    return 1 if bad else 0
+    return Result("trace", ExitCode.FINDINGS if bad else ExitCode.OK, data, text=lambda: render_text(result, data, args.verbose))
 
 
-def render_text(result: TraceResult, data: dict, verbose: bool) -> None:
-    out = sys.stdout.write
+def render_text(result: TraceResult, data: dict, verbose: bool) -> str:
+    lines: list[str] = []
+    out = lines.append
     out(f"path: {' -> '.join(data['path'])}   topology: {data['topology']}\n")
     for note in data["notes"]:
         out(f"note: {note}\n")
@@ -204,6 +181,7 @@ def render_text(result: TraceResult, data: dict, verbose: bool) -> None:
             out(f"  verdict: first bad hop {where}: {fb['kind']} ({fb['packets']} packets)\n    {fb['why']}\n")
     if not shown:
         out(f"\n{data['summary']['flows']} flows: no packet went bad" + (" (-v lists them)" if data["flows"] else "") + "\n")
+    return "".join(lines)
 
 
 def _change(c: dict) -> str:

@@ -9,11 +9,12 @@ import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
+
+from badsum.cli.argtypes import pick_namespaces
+from badsum.cli.result import ExitCode, Failure, say
 
 HELP = "live per-namespace checksum and fragmentation counter deltas, and kernel drops by reason"
 EXAMPLES = """\
@@ -27,10 +28,10 @@ exit codes: 0 nothing moved, 1 checksum errors or checksum drops seen, 2 usage (
             3 could not watch at all, 130 Ctrl-C before the first interval ended
             (Ctrl-C or SIGTERM later ends the watch normally: 0 or 1)
 """
-INSTANCE_PREFIX = "badsum-watch-"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from badsum.host.kernel_drops import CHOICES
+
     p = sub.add_parser("watch", help=HELP, description=HELP[0].upper() + HELP[1:] + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--interval", "-i", metavar="S", type=_seconds(0.1, 3600), default=1.0,
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only this namespace (id, ip netns name, pid:PID, host); repeatable")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON envelope per line per interval, then a summary line")
     p.add_argument("--all", action="store_true", help="text: also show namespaces and counters that did not move")
-    p.add_argument("--drops", choices=("auto", "kernel", "tracefs"), default="auto",
+    p.add_argument("--drops", choices=CHOICES, default="auto",
                    help="where drops come from: kernel (eBPF: each drop's own namespace and device), tracefs "
                         "(host-wide, joined to namespaces by counters), auto (kernel, else tracefs; default)")  # fmt: skip
     p.set_defaults(run=run)
@@ -60,10 +61,6 @@ def _seconds(lo: float, hi: float | None) -> Any:
     return parse
 
 
-def _say(message: str) -> None:
-    print(f"badsum: {message}", file=sys.stderr, flush=True)
-
-
 class _Stop(Exception):
     """SIGTERM: end the watch as Ctrl-C does, through every finally."""
 
@@ -80,151 +77,62 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-@dataclass
-class Totals:
-    """What moved since the watch started."""
-
-    intervals: int = 0
-    counters: dict[tuple[str, str], int] = field(default_factory=dict)
-    """(namespace id, counter) -> sum of deltas."""
-    drops: dict[tuple[str, int, str, str | None, int | None, str | None], int] = field(default_factory=dict)
-    """(reason, protocol, location, namespace id, netns inode, device) -> count."""
-    lost: int = 0
-    findings: bool = False
-    namespaces: set[str] = field(default_factory=set)
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> ExitCode:
+    """Streams: one JSON line or text block per interval as it ends, then the summary."""
     from badsum.cli import watch_view as view
-    from badsum.host import kernel_drops, netns, nscounters
-    from badsum.host.model import HOST_NS
+    from badsum.host import netns, watching
 
-    notes: list[dict[str, str]] = []
-    root = os.geteuid() == 0
-    found = netns.discover()
-    refs = list(found.namespaces)
-    if args.netns:
-        chosen, missing = resolve(refs, args.netns)
-        if missing:
-            known = ", ".join(r.id for r in refs)
-            _say(f"unknown namespace {missing[0]!r} for --netns (known: {known})")
-            return 2
-        wanted = {r.inode for r in chosen}
-    else:
-        wanted = None
-    source = kernel_drops.DropSource(None, None, None, "not root")
-    if not root:
-        refs = [r for r in refs if r.enter is None]
-        wanted = {r.inode for r in refs} if wanted is None else wanted & {r.inode for r in refs}
-        notes.append({"code": "watch.not_root", "message": f"not root: counters of badsum's own namespace "
-                      f"({HOST_NS}) only; other namespaces and kernel drops need root"})  # fmt: skip
-    tty = sys.stdout.isatty() and not args.json
-    sampler = nscounters.Sampler()
-    totals = Totals()
-    started = time.time()
+    found = netns.discover().namespaces
+    try:
+        chosen = pick_namespaces("--netns", found, args.netns) if args.netns else None
+    except Failure as e:
+        return _cannot(args, e.code, e.message, e.message, e.exit_code)
+    watch = watching.Watch(found, {r.inode for r in chosen} if chosen is not None else None, root=os.geteuid() == 0,
+                           interval=args.interval, duration=args.duration, drops=args.drops,
+                           instance=f"{watching.INSTANCE_PREFIX}{os.getpid()}")  # fmt: skip
     try:
         with _sigterm_stops():
-            if root:
-                source = kernel_drops.open_drops(getattr(args, "drops", "auto"), f"{INSTANCE_PREFIX}{os.getpid()}")
-                notes += drops_notes(source)
-            reader, method = source.reader, source.method
-            for n in notes:
-                if not args.json:
-                    _say(n["message"])
-            ids = _ids(found.namespaces)
-            current = _select(found.namespaces if root else refs, wanted)
-            before = sampler.sample_all(current)
-            if reader is not None:
-                reader.read()  # what the kernel counted before the baseline is not this watch's
-            if not any(s.values is not None for s in before.values()) and reader is None:
-                why = next((s.error for s in before.values() if s.error), "no namespace could be read")
-                _say(f"cannot watch: counters unreadable ({why}) and {source.why_not or 'no drops'}")
-                if args.json:
-                    print(_line("error", {"kind": "summary", "intervals": 0}, [{"code": "watch.cannot", "message": why}]))
-                return 3
-            live = view.open_live() if tty else None
-            t0 = time.monotonic()
-            seq = 0
+            watch.open_drops()
+            if not args.json:
+                for n in watch.notes:
+                    say(n["message"])
+            watch.baseline()
+            live = view.open_live() if sys.stdout.isatty() and not args.json else None
             try:
-                while args.duration is None or seq * args.interval < args.duration - 1e-9:
-                    seq += 1
-                    step = args.interval if args.duration is None else min(args.interval, args.duration - (seq - 1) * args.interval)
-                    w_start = time.time()
-                    _sleep_until(t0 + (seq - 1) * args.interval + step)
-                    previous = current
-                    now_found = netns.discover().namespaces if root else refs
-                    # A namespace gone during the interval still names its last drops.
-                    ids = {**ids, **_ids(now_found)}
-                    current = _select(now_found, wanted)
-                    after = sampler.sample_all(current)
-                    moved = nscounters.deltas(current, before, after, previous)
-                    drops = reader.read() if reader is not None else []
-                    if method == kernel_drops.KERNEL and wanted is not None:
-                        drops = [d for d in drops if d.netns in wanted]
-                    record = interval_record(seq, w_start, time.time(), moved, drops, reader, method, ids)
-                    ids = _ids(now_found)
-                    add(totals, record)
-                    before = after
+                for record in watch.intervals():
                     if args.json:
-                        print(_line("findings" if record["findings"] else "ok", record, notes), flush=True)
+                        print(_line("findings" if record["findings"] else "ok", record, watch.notes), flush=True)
                     elif live is not None:
-                        live.update(view.live_view(totals, record, args.all, started), refresh=True)
+                        live.update(view.live_view(watch.totals, record, args.all, watch.started), refresh=True)
                     else:
                         print(view.text_block(record, args.all), flush=True)
             except (KeyboardInterrupt, _Stop):
-                if totals.intervals == 0:
-                    _say("interrupted before the first interval ended")
-                    return 130
+                if watch.totals.intervals == 0:
+                    say("interrupted before the first interval ended")
+                    return ExitCode.INTERRUPTED
             finally:
                 if live is not None:
                     live.stop()
+    except watching.CannotWatch as e:
+        return _cannot(args, "watch.cannot", f"cannot watch: {e}", e.why, ExitCode.UNREADABLE)
     except (KeyboardInterrupt, _Stop):
-        return 130
+        return ExitCode.INTERRUPTED
     finally:
-        if source.reader is not None:
-            source.reader.stop()
-        sampler.close()
-    code = 1 if totals.findings else 0
-    summary = summary_record(totals, started, time.time(), source)
+        watch.close()
+    summary = watch.summary()
     if args.json:
-        print(_line("findings" if code else "ok", summary, notes), flush=True)
+        print(_line("findings" if summary["findings"] else "ok", summary, watch.notes), flush=True)
     else:
         print(view.summary_text(summary), flush=True)
-    return code
+    return ExitCode.FINDINGS if summary["findings"] else ExitCode.OK
 
 
-def drops_notes(source: Any) -> list[dict[str, str]]:
-    """The one line saying how drops are placed when it is not the kernel's way, and why."""
-    if source.method is None:
-        return [{"code": "watch.no_drops", "message": f"kernel drops not shown: {source.why_not}; counters only"}]
-    if source.kernel_why_not is not None:
-        return [{"code": "watch.counter_join", "message": "drops are host-wide, joined to namespaces by their "
-                 f"counters: the kernel drop counter is not available ({source.kernel_why_not})"}]  # fmt: skip
-    return []
-
-
-def _ids(refs: Any) -> dict[int, str]:
-    return {r.inode: r.id for r in refs}
-
-
-def resolve(refs: list[Any], names: list[str]) -> tuple[list[Any], list[str]]:
-    """--netns values -> namespaces (by id or any of their names) and the values that named none."""
-    chosen, missing = [], []
-    for n in names:
-        hit = [r for r in refs if r.id == n or n in r.names]
-        chosen += hit
-        if not hit:
-            missing.append(n)
-    return chosen, missing
-
-
-def _select(refs: Any, wanted: set[int] | None) -> list[Any]:
-    return [r for r in refs if wanted is None or r.inode in wanted]
-
-
-def _sleep_until(deadline: float) -> None:
-    while (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.5))
+def _cannot(args: argparse.Namespace, code: str, said: str, message: str, exit_code: ExitCode) -> ExitCode:
+    """Nothing was watched: one line on standard error; under --json, one summary line with the error."""
+    say(said)
+    if args.json:
+        print(_line("error", {"kind": "summary", "intervals": 0}, [{"code": code, "message": message}]))
+    return exit_code
 
 
 def _line(status: str, data: dict[str, Any], errors: list[dict[str, str]]) -> str:
@@ -233,84 +141,6 @@ def _line(status: str, data: dict[str, Any], errors: list[dict[str, str]]) -> st
 
     doc = {"schema_version": SCHEMA_VERSION, "command": "watch", "status": status, "data": data, "errors": errors}
     return json.dumps(doc, separators=(",", ":"))
-
-
-def is_checksum_reason(reason: str) -> bool:
-    return reason.endswith("_CSUM")
-
-
-def interval_record(seq: int, start: float, end: float, moved: list[Any], drops: list[Any], watch: Any,
-                    method: str | None, ids: dict[int, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One interval as data (the JSON line's `data`, and what the views draw). Drops the kernel
-    placed (`method` kernel) keep their namespace, named through `ids` (inode -> namespace id);
-    host-wide ones are joined to the one namespace whose matching counter moved, if one did."""
-    from badsum.host import nscounters
-    from badsum.host.counters import CSUM_COUNTERS
-    from badsum.host.kernel_drops import KERNEL
-
-    by_code = {v: k for k, v in (watch.reasons if watch is not None else {}).items()}
-    out_drops = []
-    for d in drops:
-        device = getattr(d, "device", None)
-        if method == KERNEL or d.netns is not None:
-            out_drops.append({
-                "reason": d.reason, "reason_code": by_code.get(d.reason), "protocol": d.protocol,
-                "protocol_name": d.protocol_name, "location": d.location, "count": d.count,
-                "netns": d.netns, "namespace": (ids or {}).get(d.netns) if d.netns else None,
-                "attribution": KERNEL if d.netns else "host-wide", "candidates": [], "device": device,
-            })  # fmt: skip
-            continue
-        cands = nscounters.attribute(d.reason, moved)
-        one = cands[0] if len(cands) == 1 else None
-        out_drops.append({
-            "reason": d.reason, "reason_code": by_code.get(d.reason), "protocol": d.protocol,
-            "protocol_name": d.protocol_name, "location": d.location, "count": d.count,
-            "netns": one.inode if one else None, "namespace": one.ns_id if one else None,
-            "attribution": method if one else "host-wide",
-            "candidates": [c.ns_id for c in cands] if len(cands) > 1 else [], "device": device,
-        })  # fmt: skip
-    namespaces = [{"id": m.ns_id, "inode": m.inode, "state": m.state, "deltas": m.deltas, "error": m.error}
-                  for m in moved]  # fmt: skip
-    csum_moved = any(m.moved(CSUM_COUNTERS) for m in moved)
-    csum_drops = any(is_checksum_reason(d["reason"]) for d in out_drops)
-    return {
-        "kind": "interval", "seq": seq, "start": round(start, 3), "end": round(end, 3),
-        "namespaces": namespaces, "drops": out_drops, "drops_method": method,
-        "drops_lost": watch.lost if watch is not None else 0, "findings": csum_moved or csum_drops,
-    }  # fmt: skip
-
-
-def add(t: Totals, record: dict[str, Any]) -> None:
-    t.intervals += 1
-    t.findings = t.findings or record["findings"]
-    t.lost = record["drops_lost"]
-    for ns in record["namespaces"]:
-        t.namespaces.add(ns["id"])
-        for k, v in (ns["deltas"] or {}).items():
-            if v:
-                t.counters[(ns["id"], k)] = t.counters.get((ns["id"], k), 0) + v
-    for d in record["drops"]:
-        key = (d["reason"], d["protocol"], d["location"], d["namespace"], d["netns"], d.get("device"))
-        t.drops[key] = t.drops.get(key, 0) + d["count"]
-
-
-def summary_record(t: Totals, start: float, end: float, source: Any) -> dict[str, Any]:
-    """The whole run. `drops_note` says why drops were not traced, or (method counter-join) why the
-    kernel counter was not used; null when the kernel placed them."""
-    from badsum.host.drops import protocol_name
-
-    counters: dict[str, dict[str, int]] = {}
-    for (ns, k), v in sorted(t.counters.items()):
-        counters.setdefault(ns, {})[k] = v
-    drops = [{"reason": r, "protocol": p, "protocol_name": protocol_name(p), "location": loc, "namespace": ns,
-              "netns": inode, "device": dev, "count": n}
-             for (r, p, loc, ns, inode, dev), n in sorted(t.drops.items(), key=lambda kv: -kv[1])]  # fmt: skip
-    return {
-        "kind": "summary", "start": round(start, 3), "end": round(end, 3), "intervals": t.intervals,
-        "namespaces": sorted(t.namespaces),
-        "counters": counters, "drops": drops, "drops_method": source.method, "drops_lost": t.lost,
-        "drops_note": source.why_not if source.method is None else source.kernel_why_not, "findings": t.findings,
-    }  # fmt: skip
 
 
 __all__ = ["register", "run"]

@@ -10,6 +10,9 @@ import time
 from typing import Any
 
 from badsum.host.counters import CSUM_COUNTERS
+from badsum.host.drops import HOST_WIDE
+from badsum.host.kernel_drops import KERNEL
+from badsum.host.nscounters import COUNTER_JOIN
 
 
 def _namespace(d: dict[str, Any]) -> str | None:
@@ -21,7 +24,7 @@ def _namespace(d: dict[str, Any]) -> str | None:
 
 def _where(ns: str | None, device: str | None = None) -> str:
     if not ns:
-        return "host-wide"
+        return HOST_WIDE
     return f"in {ns} on {device}" if device else f"in {ns}"
 
 
@@ -50,15 +53,15 @@ def _interval_counters(record: dict[str, Any]) -> dict[str, dict[str, int]]:
 
 def _drop_row(d: dict[str, Any]) -> str:
     """`count reason protocol location NS[:DEVICE]` (the device when the kernel named it)."""
-    where = _namespace(d) or "host-wide"
+    where = _namespace(d) or HOST_WIDE
     if d.get("device"):
         where += f":{d['device']}"
     return f"  {d['count']:>7}  {d['reason']:<22} {d['protocol_name']:<7} {d['location']:<28} {where}"
 
 
 #: What `drops_lost` counts, by method.
-LOST = {"kernel": "drops not counted: the kernel's drop table was full",
-        "counter-join": "drop events lost: the trace buffer overflowed"}  # fmt: skip
+LOST = {KERNEL: "drops not counted: the kernel's drop table was full",
+        COUNTER_JOIN: "drop events lost: the trace buffer overflowed"}  # fmt: skip
 
 
 def text_block(record: dict[str, Any], show_all: bool) -> str:
@@ -76,7 +79,7 @@ def text_block(record: dict[str, Any], show_all: bool) -> str:
             lines.append(f"  {label}: " + (" ".join(f"{k} +{v}" for k, v in shown.items()) or "nothing moved"))
     lines += [_drop_row(d) for d in record["drops"]]
     if record["drops_lost"]:
-        lines.append(f"  ({record['drops_lost']} {LOST.get(record['drops_method'] or '', LOST['counter-join'])})")
+        lines.append(f"  ({record['drops_lost']} {LOST.get(record['drops_method'] or '', LOST[COUNTER_JOIN])})")
     return "\n".join(lines)
 
 
@@ -86,11 +89,11 @@ def summary_text(s: dict[str, Any]) -> str:
     for ns, c in s["counters"].items():
         lines.append(f"  {ns}: " + " ".join(f"{k} +{v}" for k, v in c.items()))
     lines += [_drop_row(d) for d in s["drops"]]
-    how = {"kernel": "drops placed by the kernel: the namespace and device of each dropped packet (eBPF)",
-           "counter-join": "drops are host-wide; a drop is put in a namespace when only that namespace's "
+    how = {KERNEL: "drops placed by the kernel: the namespace and device of each dropped packet (eBPF)",
+           COUNTER_JOIN: "drops are host-wide; a drop is put in a namespace when only that namespace's "
            "matching counter moved in the same interval", None: f"drops not traced: {s['drops_note']}"}  # fmt: skip
     lines.append(f"  ({how.get(s['drops_method'], s['drops_method'])})")
-    if s["drops_method"] == "counter-join" and s.get("drops_note"):
+    if s["drops_method"] == COUNTER_JOIN and s.get("drops_note"):
         lines.append(f"  (kernel drop counter not available: {s['drops_note']})")
     return "\n".join(lines)
 
@@ -112,7 +115,7 @@ def live_view(totals: Any, record: dict[str, Any], show_all: bool, started: floa
     counters: dict[str, dict[str, int]] = {}
     for (ns, k), v in totals.counters.items():
         counters.setdefault(ns, {})[k] = v
-    kernel = record.get("drops_method") == "kernel"
+    kernel = record.get("drops_method") == KERNEL
     drops = [{"reason": r, "protocol": p, "location": loc, "namespace": ns, "netns": inode, "device": dev, "count": n}
              for (r, p, loc, ns, inode, dev), n in totals.drops.items()]  # fmt: skip
     last = _interval_counters(record)
@@ -140,6 +143,6 @@ def live_view(totals: Any, record: dict[str, Any], show_all: bool, started: floa
 
     for x in sorted(drops, key=lambda x: -x["count"])[:20]:
         style = "red" if x["reason"].endswith("_CSUM") else ""
-        d.add_row(str(x["count"]), x["reason"], protocol_name(x["protocol"]), x["location"], _namespace(x) or "host-wide",
+        d.add_row(str(x["count"]), x["reason"], protocol_name(x["protocol"]), x["location"], _namespace(x) or HOST_WIDE,
                   x["device"] or "", style=style)  # fmt: skip
     return Group(title, sub, t, d)

@@ -32,7 +32,7 @@ from badsum.flows.facts import (
     TCP_SYN,
 )
 from badsum.flows.symptom import MAX_EVIDENCE, Evidence
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
 
 U32 = 0xFFFFFFFF
 HALF = 0x80000000

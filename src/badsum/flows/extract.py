@@ -1,6 +1,6 @@
 """Packet facts for whole batches: the C extractor for the common packets, the reference for the rest.
 
-`badsum.scan._fastscan.facts` reads only headers and fills most rows; every packet it cannot
+`badsum.native._fastscan.facts` reads only headers and fills most rows; every packet it cannot
 describe exactly (GRE, Geneve, IPIP, MPLS, UDP-Lite, PPP, unknown link types, deep nesting) it
 lists as deferred, and those go through `fact_of_frame(decode_frame(...))`, which is exact.
 Both give the same row for any packet (tests/flows/test_facts.py).
@@ -12,9 +12,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from badsum.capture.batch import Batch
 from badsum.flows.facts import FACTS_DTYPE, fact_of_frame
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
+from badsum.scan.batch import Batch
 from badsum.wire.frame import decode_frame
 from badsum.wire.ports import PortTable
 

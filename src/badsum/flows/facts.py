@@ -3,7 +3,7 @@
 A fact describes the innermost IP packet of a frame (inside VXLAN/Geneve/GRE/IPIP, never a packet
 quoted inside an ICMP error) with what the detectors need: TCP flags, sequence and
 acknowledgement numbers, payload length, DF, ICMP type/code/MTU and, for an ICMP error, the
-packet it quotes. The C extractor (`badsum.scan._fastscan.facts`) fills the common packets; the
+packet it quotes. The C extractor (`badsum.native._fastscan.facts`) fills the common packets; the
 others go through `fact_of_frame`, the reference built on the full decoder. Both must agree
 field for field (tests/flows/test_facts.py).
 """

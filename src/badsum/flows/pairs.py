@@ -16,7 +16,7 @@ from badsum.checksum.verdict import Flow
 from badsum.flows.base import BatchView, Bounded, Limits, addr_text
 from badsum.flows.causes import causes_for
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
 
 # count columns: echo requests sent by direction 0/1, echo replies sent by direction 0/1, UDP by direction 0/1
 REQ0, REQ1, REP0, REP1, UDP0, UDP1 = range(6)

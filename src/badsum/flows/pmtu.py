@@ -35,7 +35,7 @@ from badsum.flows.facts import (
     PROTO_UDP,
 )
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
 
 #: RFC 8200 section 5 (IPv6 minimum link MTU) and RFC 791 (every IPv4 module must pass 68 bytes).
 MIN_MTU = {4: 68, 6: 1280}

@@ -3,7 +3,7 @@
 A `Symptom` is what one detector concluded about one flow (or host pair): a kind from the field
 (`syn-retries`, `pmtu`, `icmp-only`, ...), how many times it happened and over how long, the
 frames that show it, and the known issues that produce it. Detectors build them; the report
-prints them and `--json` carries `Symptom.as_dict()` under `data.symptoms`.
+prints them, and `badsum.report.symptoms.symptom_record` is their JSON (`data.symptoms`, `--jsonl`).
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ class Evidence:
     text: str
     """One line: 'SYN retransmission 3 after 4.0 s', 'ICMP frag-needed mtu 1492 quoting frame 22'."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"frame": self.frame, "time": self.ts_ns / 1e9, "text": self.text}
-
 
 @dataclass(frozen=True, slots=True)
 class Cause:
@@ -53,9 +50,6 @@ class Cause:
 
     id: str
     why: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "why": self.why}
 
 
 #: Evidence items kept per symptom (the count is complete; the list is for reading).
@@ -86,21 +80,3 @@ class Symptom:
     @property
     def duration_s(self) -> float:
         return max(self.last_ts_ns - self.first_ts_ns, 0) / 1e9
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind.value,
-            "severity": self.severity.value,
-            "summary": self.summary,
-            "flow": self.flow.as_dict() if self.flow else None,
-            "depth": self.depth,
-            "count": self.count,
-            "first_time": self.first_ts_ns / 1e9,
-            "last_time": self.last_ts_ns / 1e9,
-            "duration_s": round(self.duration_s, 6),
-            "first_frame": self.first_frame,
-            "last_frame": self.last_frame,
-            "evidence": [e.as_dict() for e in self.evidence[:MAX_EVIDENCE]],
-            "likely_causes": [c.as_dict() for c in self.likely_causes],
-            "details": self.details,
-        }

@@ -283,15 +283,11 @@ def _read_ethtool(f: _Facts, link: Link, *, json: bool) -> None:
 
 
 def _freeze(f: _Facts, resolved: list[Link] | None) -> Namespace:
-    r = f.ref
     sample = None
     if f.first is not None and f.second is not None:
         sample = CounterSample(first=f.first[1], second=f.second[1], interval_s=round(f.second[0] - f.first[0], 3))
-    return Namespace(
-        id=r.id, inode=r.inode, enter=r.enter, names=r.names, pid=r.pid, command=r.command,
-        container_id=r.container_id, links=tuple(resolved or ()), routes=tuple(f.routes or ()),
-        counters=sample, nat=f.nat, sysctls=f.sysctls, errors=tuple(f.errors),
-    )  # fmt: skip
+    return replace(Namespace.found(f.ref), links=tuple(resolved or ()), routes=tuple(f.routes or ()), counters=sample,
+                   nat=f.nat, sysctls=f.sysctls, errors=tuple(f.errors))  # fmt: skip
 
 
 __all__ = ["collect_snapshot"]

@@ -14,6 +14,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+# Target is pure data (NsRef.target builds it), so it lives with the snapshot's records.
+from badsum.host.model import Target
+
 #: Tools live in sbin on Debian; an unprivileged PATH often lacks it.
 _SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 DEFAULT_TIMEOUT = 5.0
@@ -22,15 +25,6 @@ DEFAULT_TIMEOUT = 5.0
 def which(tool: str) -> str | None:
     path = os.environ.get("PATH", os.defpath)
     return shutil.which(tool, path=os.pathsep.join([path, *_SBIN]))
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where to run: a namespace's id, the path that enters it, and its inode (None: our own)."""
-
-    ns_id: str
-    enter: str | None
-    inode: int
 
 
 @dataclass(frozen=True, slots=True)

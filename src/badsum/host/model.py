@@ -112,24 +112,56 @@ class NatRules:
 
 
 @dataclass(frozen=True, slots=True)
-class Namespace:
-    """A network namespace: named, held by a process, or the host's own."""
+class Target:
+    """Where to run a command: a namespace's id, the path that enters it, and its inode."""
+
+    ns_id: str
+    enter: str | None
+    """None: the collector's own namespace (nothing to enter)."""
+    inode: int
+
+
+@dataclass(frozen=True, slots=True)
+class NsRef:
+    """A network namespace as found (host/netns.py), by what identifies it, before anything is read inside it."""
 
     id: str
     """Stable id: `host`, the netns name, or `pid:<pid>` for one only held by a process."""
     inode: int
+    """The nsfs inode: two paths name the same namespace when their inodes match."""
     enter: str | None
     """Path to enter it (`/run/netns/NAME`, `/proc/PID/ns/net`); None for the host namespace."""
     names: tuple[str, ...] = ()
+    """Every name it is mounted under (`ip netns`, Docker's sandboxes, CNI)."""
     pid: int | None = None
+    """The process holding it (the one whose parent is outside it, as a container's init); None when no process does."""
     command: str | None = None
+    """That process's command line, cut at 200 characters (`[comm]` for a kernel thread)."""
     container_id: str | None = None
+    """The container that process runs in (64 hex digits from its cgroup path)."""
+
+    @property
+    def target(self) -> Target:
+        return Target(self.id, self.enter, self.inode)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace(NsRef):
+    """A network namespace with what was read inside it: named, held by a process, or the host's own.
+
+    Its identity is the NsRef it was found as (same fields, same JSON keys, same positional order)."""
+
     links: tuple[Link, ...] = ()
     routes: tuple[Route, ...] = ()
     counters: CounterSample | None = None
     nat: NatRules | None = None
     sysctls: dict[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+
+    @classmethod
+    def found(cls, ref: NsRef) -> Namespace:
+        """`ref`'s identity with nothing read inside it yet (fill it in with dataclasses.replace)."""
+        return cls(*(getattr(ref, f.name) for f in fields(NsRef)))
 
     def link(self, name: str) -> Link | None:
         return next((link for link in self.links if link.name == name), None)

@@ -11,8 +11,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from badsum.host.commands import Target
-from badsum.host.model import HOST_NS
+# NsRef, the record discover() returns, lives with the snapshot's records: Namespace extends it.
+from badsum.host.model import HOST_NS, NsRef
 
 #: (directory, id prefix used only when a name is already taken). /var/run is usually /run.
 NAMED_DIRS: tuple[tuple[str, str], ...] = (
@@ -30,24 +30,9 @@ COMMAND_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
-class NsRef:
-    """A namespace found, with what identifies it, before anything is read inside it."""
-
-    id: str
-    inode: int
-    enter: str | None
-    names: tuple[str, ...] = ()
-    pid: int | None = None
-    command: str | None = None
-    container_id: str | None = None
-
-    @property
-    def target(self) -> Target:
-        return Target(self.id, self.enter, self.inode)
-
-
-@dataclass(frozen=True, slots=True)
 class Discovery:
+    """Every namespace found, and why some may be missing."""
+
     namespaces: tuple[NsRef, ...]
     errors: tuple[str, ...] = ()
 
@@ -184,3 +169,6 @@ def _label(pids: list[int] | None, proc: str) -> tuple[int | None, str | None, s
     pid = _leader(pids, proc)
     cgroup = _read(f"{proc}/{pid}/cgroup")
     return pid, process_command(pid, proc), container_id(cgroup) if cgroup else None
+
+
+__all__ = ["COMMAND_MAX", "NAMED_DIRS", "Discovery", "NsRef", "container_id", "discover", "ns_inode", "process_command"]

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from badsum.analyze import ScanSummary
 from badsum.capture import linktypes
-from badsum.checksum.reasons import MEANING
 from badsum.checksum.verdict import Layer, Status
+from badsum.report.records import MEANING, flow_record, flow_text
 from badsum.report.symptoms import has_failure, render_symptoms, symptoms_data
-from badsum.scan.pipeline import ScanSummary
 
 #: Statuses that mean something is wrong with the packet as captured.
 FAULTS = (Status.BAD, Status.ZERO_INVALID)
@@ -30,11 +30,41 @@ class CaptureMeta:
     compressed: bool = False
     interfaces: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    """Damage found while reading: `{code, message, offset}`."""
+    empty_records: int = 0
+    """Records with no captured bytes."""
+
+
+#: The error when records were read and not one could be decoded far enough to judge a checksum.
+NOTHING_DECODED = "capture.nothing_decoded"
+
+
+def nothing_decoded(summary: ScanSummary) -> bool:
+    """Records were read and every one was undecodable: a capture of 1-byte or empty records is
+    not a clean one, whatever its (zero) checksums say."""
+    return summary.packets > 0 and summary.undecodable >= summary.packets
+
+
+def undecodable_text(summary: ScanSummary, meta: CaptureMeta) -> str:
+    """`3,000 records could not be decoded (2,000 empty, 1,000 too short or malformed)`."""
+    n, empty = summary.undecodable, min(meta.empty_records, summary.undecodable)
+    parts = ([f"{_n(empty)} empty"] if empty else []) + ([f"{_n(n - empty)} too short or malformed"] if n > empty else [])
+    if nothing_decoded(summary):
+        return f"none of the {_n(summary.packets)} records could be decoded ({', '.join(parts)}): no checksum was judged"
+    return f"{_n(n)} records could not be decoded ({', '.join(parts)}): nothing in them was judged"
+
+
+def report_errors(summary: ScanSummary, meta: CaptureMeta) -> list[dict[str, Any]]:
+    """The envelope's errors: damage found while reading, and a capture where nothing decoded."""
+    if not nothing_decoded(summary):
+        return meta.errors
+    return [*meta.errors, {"code": NOTHING_DECODED, "message": undecodable_text(summary, meta)}]
 
 
 def exit_code(summary: ScanSummary, meta: CaptureMeta) -> int:
-    """0 all ok, 1 bad checksums (or partial on received packets) or a failing symptom, 3 damaged input."""
-    if meta.errors:
+    """0 all ok, 1 bad checksums (or partial on received packets) or a failing symptom, 3 damaged
+    input or nothing in it decoded."""
+    if meta.errors or nothing_decoded(summary):
         return 3
     if any(summary.status_total(s) for s in FAULTS) or summary.inbound_partial or has_failure(summary.symptoms):
         return 1
@@ -57,7 +87,7 @@ def to_data(summary: ScanSummary, meta: CaptureMeta) -> dict[str, Any]:
     for e in s.flows.top(JSON_FLOWS):
         flows.append(
             {
-                "flow": e.flow.as_dict() if e.flow else None,
+                "flow": flow_record(e.flow),
                 "layer": e.layer.label,
                 "depth": e.depth,
                 "status": e.status.label,
@@ -83,6 +113,8 @@ def to_data(summary: ScanSummary, meta: CaptureMeta) -> dict[str, Any]:
         "inbound_partial": s.inbound_partial,
         "decoded_in_detail": s.deferred,
         "decode_issues": dict(s.decode_issues.most_common()),
+        "empty_records": meta.empty_records,
+        "undecodable_records": s.undecodable,
         "symptoms": symptoms_data(s.symptoms),
         "symptoms_total": len(s.symptoms),
         "flow_analysis": s.flow_stats,
@@ -131,8 +163,12 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
         lines.append(("dim:UNVERIFIED", f"{_n(unv)} checksums could not be judged (snap length or incomplete fragments)"))
     if s.kernel_overrides:
         lines.append(("dim:KERNEL", f"{_n(s.kernel_overrides)} checksums the kernel had verified (TP_STATUS_CSUM_VALID)"))
+    if s.undecodable:
+        lines.append(("dim:UNDECODED", undecodable_text(s, meta) + " (decode issues: -v)"))
     ok = s.status_total(Status.OK) + s.status_total(Status.ZERO_ALLOWED)
-    if not lines:
+    if nothing_decoded(s):
+        lines[-1] = ("red:UNDECODED", lines[-1][1])  # and no OK line: nothing was found all right
+    elif not lines:
         lines.append(("green:OK", f"all {_n(ok)} checksums verify"))
         if s.symptoms:
             lines[-1] = ("green:OK", f"all {_n(ok)} checksums verify; the symptoms below are not checksum faults")
@@ -153,7 +189,7 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
             t.add_column(col, justify="right" if col in ("depth", "count") else "left")
         for e in flows:
             frames = str(e.first_frame) if e.first_frame == e.last_frame else f"{e.first_frame}-{e.last_frame}"
-            t.add_row(escape(str(e.flow)) if e.flow else "-", e.layer.label, str(e.depth), e.status.label, _n(e.count), frames)
+            t.add_row(escape(flow_text(e.flow)) if e.flow else "-", e.layer.label, str(e.depth), e.status.label, _n(e.count), frames)
         console.print()
         console.print(t)
 

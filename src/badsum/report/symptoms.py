@@ -9,7 +9,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.markup import escape
 
-from badsum.flows.symptom import Severity, Symptom
+from badsum.flows.symptom import MAX_EVIDENCE, Severity, Symptom
+from badsum.report.records import flow_record, flow_text
 
 #: Symptoms printed without -v (all with -v and in --jsonl; up to JSON_SYMPTOMS in --json, with the total).
 TOP_SYMPTOMS = 10
@@ -18,8 +19,28 @@ JSON_SYMPTOMS = 200
 _STYLE = {Severity.FAIL: "red", Severity.WARN: "yellow", Severity.INFO: "dim"}
 
 
+def symptom_record(s: Symptom) -> dict[str, Any]:
+    """One symptom as JSON: a `data.symptoms` item of `--json`, and a `--jsonl` line (docs/symptoms.md)."""
+    return {
+        "kind": s.kind.value,
+        "severity": s.severity.value,
+        "summary": s.summary,
+        "flow": flow_record(s.flow),
+        "depth": s.depth,
+        "count": s.count,
+        "first_time": s.first_ts_ns / 1e9,
+        "last_time": s.last_ts_ns / 1e9,
+        "duration_s": round(s.duration_s, 6),
+        "first_frame": s.first_frame,
+        "last_frame": s.last_frame,
+        "evidence": [{"frame": e.frame, "time": e.ts_ns / 1e9, "text": e.text} for e in s.evidence[:MAX_EVIDENCE]],
+        "likely_causes": [{"id": c.id, "why": c.why} for c in s.likely_causes],
+        "details": s.details,
+    }
+
+
 def symptoms_data(symptoms: Sequence[Symptom]) -> list[dict[str, Any]]:
-    return [s.as_dict() for s in symptoms[:JSON_SYMPTOMS]]
+    return [symptom_record(s) for s in symptoms[:JSON_SYMPTOMS]]
 
 
 def has_failure(symptoms: Sequence[Symptom]) -> bool:
@@ -29,7 +50,7 @@ def has_failure(symptoms: Sequence[Symptom]) -> bool:
 def _where(s: Symptom) -> str:
     if s.flow is None:
         return "-"
-    where = str(s.flow) if (s.flow.proto or s.flow.sport or s.flow.dport) else f"{s.flow.src} <> {s.flow.dst}"
+    where = flow_text(s.flow) if (s.flow.proto or s.flow.sport or s.flow.dport) else f"{s.flow.src} <> {s.flow.dst}"
     return where + (f" (tunnel depth {s.depth})" if s.depth else "")
 
 
@@ -58,4 +79,4 @@ def render_symptoms(symptoms: Sequence[Symptom], console: Console, verbose: bool
 
 def write_symptom_lines(symptoms: Sequence[Symptom], out: TextIO) -> None:
     """`--jsonl`: one `{"record": "symptom", ...}` line per symptom, after the checksum lines."""
-    out.write("".join(json.dumps({"record": "symptom", **s.as_dict()}) + "\n" for s in symptoms))
+    out.write("".join(json.dumps({"record": "symptom", **symptom_record(s)}) + "\n" for s in symptoms))

@@ -4,16 +4,27 @@ Each check reads only the HostSnapshot it is given (no I/O, no clock) and return
 object it looked at: fail, warn, pass, or unknown with the missing fact named; a single skip when
 nothing it applies to exists. Checks are registered in CHECKS, in catalogue order.
 
-Kernel-version facts are in kernels.py and the KB-004 iptables parsing in masquerade.py. Checks
-read the snapshot (badsum.host.model) by attribute.
+Checks are written with the rule toolkit (toolkit.py: walking links and veth peers, reading
+offloads, building findings and fixes), typed against badsum.host.model. Kernel-version facts are in
+kernels.py, the KB-004 iptables parsing in masquerade.py and the tunnel MTU checks in tunnels.py.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable
 
-from badsum.rules.common import (
+from badsum.host.model import HostSnapshot, Link, Namespace
+from badsum.rules.kernels import (
+    KB009_CONFIRMED,
+    KB009_RANGES,
+    KERNEL_FIXES,
+    abi_number,
+    kernel_has,
+    version_text,
+)
+from badsum.rules.masquerade import unguarded_masquerades, unmark_fix
+from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
+from badsum.rules.toolkit import (
     AF_PACKET_FORWARDERS,
     HOST_NS,
     RX_CSUM,
@@ -21,45 +32,34 @@ from badsum.rules.common import (
     TX_CSUM,
     UDP_TNL,
     UFO,
-    Snap,
-    _changeable,
-    _ethtool,
-    _feature,
-    _is_ovs_vport,
-    _links,
-    _peer,
-    _ref,
-    _skip,
+    Check,
+    changeable_features,
+    ethtool_off,
     finding,
+    first_feature,
+    is_ovs_vport,
+    link_ref,
+    links,
+    ovs_datapath,
+    skip,
+    veth_peer,
 )
-from badsum.rules.kernels import (
-    _ABI,
-    KB009_CONFIRMED,
-    KB009_RANGES,
-    KERNEL_FIXES,
-    kernel_has,
-    version_text,
-)
-from badsum.rules.masquerade import unguarded_masquerades, unmark_fix
-from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
 from badsum.rules.tunnels import df_tunnel_underlay, overlay_mtu
-
-
 
 # -- KB-001 ------------------------------------------------------------------------------------
 
 
-def veth_rx_csum_upgrade(snap: Snap, rule: Rule) -> list[Finding]:
+def veth_rx_csum_upgrade(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     has, how = kernel_has(snap.kernel, KERNEL_FIXES["KB-001"])
     if has:
-        return _skip(rule, f"kernel {how}")
+        return skip(rule, f"kernel {how}")
     out = []
-    for ns, link in _links(snap, ("veth",)):
+    for ns, link in links(snap, ("veth",)):
         if ns.id == HOST_NS:
             continue  # the container end is the one the kernel hands routed packets to
-        peer = _peer(snap, link)
-        rx, name = _feature(link, RX_CSUM)
-        obj = _ref(ns, link)
+        peer = veth_peer(snap, link)
+        rx, name = first_feature(link, RX_CSUM)
+        obj = link_ref(ns, link)
         if rx is None:
             out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
             continue
@@ -72,28 +72,28 @@ def veth_rx_csum_upgrade(snap: Snap, rule: Rule) -> list[Finding]:
         path = ("the host end is not on a bridge: traffic is routed into the container" if routed else
                 "the container has a global IPv6 address (routed, not NATed)" if v6 else
                 "the host end is on a bridge: affected when traffic reaches it routed without NAT (IPv6, routed pod IPs)")  # fmt: skip
-        objects = [obj] + ([_ref(*peer)] if peer else [])
+        objects = [obj] + ([link_ref(*peer)] if peer else [])
         facts = {"ns": ns.id, "name": link.name, "peer": f"{peer[0].id}:{peer[1].name}" if peer else "unknown",
                  "peer_master": f" on bridge {peer_master}" if peer_master else "", "kernel": snap.kernel.release,
                  "kernel_how": how, "path": path}  # fmt: skip
-        fix = [_ethtool(ns, link, "rx", "the container's stack verifies TCP/UDP checksums in software (a little CPU)")]
+        fix = [ethtool_off(ns, link, "rx", "the container's stack verifies TCP/UDP checksums in software (a little CPU)")]
         outcome = Outcome.FAIL if (routed or v6) and has is False else Outcome.WARN
         out.append(finding(rule, outcome, objects, "a corrupt packet routed into this container would be delivered as verified",
                            facts, fix))  # fmt: skip
-    return out or _skip(rule, "no veth in a container namespace")
+    return out or skip(rule, "no veth in a container namespace")
 
 
 # -- KB-002 ------------------------------------------------------------------------------------
 
 
-def ufo_pmtu(snap: Snap, rule: Rule) -> list[Finding]:
+def ufo_pmtu(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     has, how = kernel_has(snap.kernel, KERNEL_FIXES["KB-002"])
     if has:
-        return _skip(rule, f"kernel {how}")
+        return skip(rule, f"kernel {how}")
     out = []
-    for ns, link in _links(snap):
-        obj = _ref(ns, link)
-        ufo, name = _feature(link, UFO)
+    for ns, link in links(snap):
+        obj = link_ref(ns, link)
+        ufo, name = first_feature(link, UFO)
         if ufo is None:
             if link.features is None and link.kind == "device":  # a NIC is where UFO lives (virtio_net)
                 out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
@@ -103,20 +103,20 @@ def ufo_pmtu(snap: Snap, rule: Rule) -> list[Finding]:
             continue
         facts = {"ns": ns.id, "name": link.name, "driver": link.driver or "unknown driver", "kernel": snap.kernel.release,
                  "kernel_how": how}  # fmt: skip
-        fix = [_ethtool(ns, link, "ufo", "large UDP datagrams are fragmented in software (little CPU)")] if _changeable(link, UFO) else []
+        fix = [ethtool_off(ns, link, "ufo", "large UDP datagrams are fragmented in software (little CPU)")] if changeable_features(link, UFO) else []
         outcome = Outcome.FAIL if has is False else Outcome.WARN
         out.append(finding(rule, outcome, [obj], "UDP sockets asking for DF get no EMSGSIZE; over-MTU UFO packets are built", facts, fix))
-    return out or _skip(rule, "no interface reports udp-fragmentation-offload")
+    return out or skip(rule, "no interface reports udp-fragmentation-offload")
 
 
 # -- KB-004 ------------------------------------------------------------------------------------
-def vxlan_double_snat(snap: Snap, rule: Rule) -> list[Finding]:
+def vxlan_double_snat(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     out = []
-    for ns, link in _links(snap, ("vxlan",)):
-        obj = _ref(ns, link)
-        if _is_ovs_vport(ns, link):
+    for ns, link in links(snap, ("vxlan",)):
+        obj = link_ref(ns, link)
+        if is_ovs_vport(ns, link):
             continue
-        tx, feature = _feature(link, TX_CSUM)
+        tx, feature = first_feature(link, TX_CSUM)
         if tx is None:
             out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
             continue
@@ -128,7 +128,7 @@ def vxlan_double_snat(snap: Snap, rule: Rule) -> list[Finding]:
             continue
         nat = ns.nat.iptables_nat if ns.nat is not None else None
         # Rules the other backend holds (a legacy-mode kube-proxy on an nf_tables host) count too.
-        legacy = getattr(ns.nat, "iptables_legacy_nat", None) if ns.nat is not None else None
+        legacy = ns.nat.iptables_legacy_nat if ns.nat is not None else None
         if nat is None and legacy is None:
             missing = "iptables" in snap.tools and snap.tools["iptables"] is None
             why = ("iptables is not installed on this host, so the nat table was not read (kube-proxy brings its own)"
@@ -152,8 +152,8 @@ def vxlan_double_snat(snap: Snap, rule: Rule) -> list[Finding]:
         objects += [ObjectRef(ns.id, f"nat/{m.chain}", "iptables-legacy-chain") for m in legacy_masqs]
         # The unmark rules as commands only for the active backend: a FixAction runs `iptables`.
         fix = [a for m in masqs for a in unmark_fix(ns, m)]
-        if _changeable(link, ("tx-checksum-ip-generic",)):
-            fix.append(_ethtool(ns, link, "tx-checksum-ip-generic",
+        if changeable_features(link, ("tx-checksum-ip-generic",)):
+            fix.append(ethtool_off(ns, link, "tx-checksum-ip-generic",
                                 "also turns off TSO on the VXLAN device; the CNI recreates the device on restart, so persist it (udev rule)"))  # fmt: skip
         if has:
             out.append(finding(rule, Outcome.WARN, objects, "vulnerable configuration; this kernel has the fix", facts, fix))
@@ -161,16 +161,16 @@ def vxlan_double_snat(snap: Snap, rule: Rule) -> list[Finding]:
             out.append(finding(rule, Outcome.FAIL, objects,
                                "encapsulated packets are masqueraded a second time and leave with a bogus outer UDP checksum",
                                facts, fix))  # fmt: skip
-    return out or _skip(rule, "no VXLAN device")
+    return out or skip(rule, "no VXLAN device")
 
 
 # -- KB-005 ------------------------------------------------------------------------------------
 
 
-def ovs_netdev_veth_tx_csum(snap: Snap, rule: Rule) -> list[Finding]:
+def ovs_netdev_veth_tx_csum(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     out = []
     if not snap.ovs:
-        return _skip(rule, "no Open vSwitch instance found")
+        return skip(rule, "no Open vSwitch instance found")
     for ovs in snap.ovs:
         where = f"Open vSwitch ({ovs.db})" if ovs.db else "Open vSwitch"
         if ovs.running is False:
@@ -199,14 +199,14 @@ def ovs_netdev_veth_tx_csum(snap: Snap, rule: Rule) -> list[Finding]:
                 if link.kind != "veth":
                     out.append(finding(rule, Outcome.PASS, [port_obj], f"{port.name} is a {link.kind}, not a veth"))
                     continue
-                peer = _peer(snap, link)
+                peer = veth_peer(snap, link)
                 if peer is None:
                     out.append(finding(rule, Outcome.UNKNOWN, [port_obj],
                                        f"the peer of veth {port_obj} was not found (its namespace was not inspected)"))  # fmt: skip
                     continue
                 peer_ns, peer_link = peer
-                peer_obj = _ref(peer_ns, peer_link)
-                tx, feature = _feature(peer_link, TX_CSUM)
+                peer_obj = link_ref(peer_ns, peer_link)
+                tx, feature = first_feature(peer_link, TX_CSUM)
                 if tx is None:
                     out.append(finding(rule, Outcome.UNKNOWN, [peer_obj, port_obj], f"the ethtool features of {peer_obj} could not be read"))
                     continue
@@ -220,7 +220,7 @@ def ovs_netdev_veth_tx_csum(snap: Snap, rule: Rule) -> list[Finding]:
                 facts = {"port": port.name, "bridge": bridge.name, "ovs_ns": ovs.namespace, "ovs_db": ovs.db or "default database",
                          "peer_ns": peer_ns.id, "peer": peer_link.name, "feature": feature, "tso": tso,
                          "ovs_version": ovs.version or "unknown"}  # fmt: skip
-                fix = [_ethtool(peer_ns, peer_link, "tx", "also turns off TSO/GSO for that interface")]
+                fix = [ethtool_off(peer_ns, peer_link, "tx", "also turns off TSO/GSO for that interface")]
                 out.append(finding(rule, Outcome.FAIL, [peer_obj, port_obj],
                                    "packets sent with a pseudo-header-only checksum leave OVS unfinished: ping works, TCP/UDP fail",
                                    facts, fix))  # fmt: skip
@@ -232,13 +232,13 @@ def ovs_netdev_veth_tx_csum(snap: Snap, rule: Rule) -> list[Finding]:
 # -- KB-006 ------------------------------------------------------------------------------------
 
 
-def vmxnet3_udp_tunnel_offload(snap: Snap, rule: Rule) -> list[Finding]:
-    overlays = [f"{ns.id}:{link.name}" for ns, link in _links(snap, TUNNEL_KINDS)]
+def vmxnet3_udp_tunnel_offload(snap: HostSnapshot, rule: Rule) -> list[Finding]:
+    overlays = [f"{ns.id}:{link.name}" for ns, link in links(snap, TUNNEL_KINDS)]
     out = []
-    for ns, link in _links(snap):
+    for ns, link in links(snap):
         if link.driver != "vmxnet3":
             continue
-        obj = _ref(ns, link)
+        obj = link_ref(ns, link)
         if link.features is None:
             out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
             continue
@@ -252,20 +252,20 @@ def vmxnet3_udp_tunnel_offload(snap: Snap, rule: Rule) -> list[Finding]:
         has, how = kernel_has(snap.kernel, KERNEL_FIXES["KB-006"])
         facts = {"ns": ns.id, "name": link.name, "features": ", ".join(on), "overlays": ", ".join(overlays),
                  "kernel": snap.kernel.release, "kernel_how": how}  # fmt: skip
-        fix = [_ethtool(ns, link, n, "UDP-tunnel segmentation and its checksums fall back to software (more CPU for overlay traffic)")
-               for n in _changeable(link, UDP_TNL)]  # fmt: skip
+        fix = [ethtool_off(ns, link, n, "UDP-tunnel segmentation and its checksums fall back to software (more CPU for overlay traffic)")
+               for n in changeable_features(link, UDP_TNL)]  # fmt: skip
         if has:
             out.append(finding(rule, Outcome.WARN, [obj], "this kernel has the driver fixes, but the offload still breaks on some ESXi hosts",
                                facts, fix))  # fmt: skip
         else:
             out.append(finding(rule, Outcome.FAIL, [obj], "the driver offloads VXLAN/Geneve checksums the virtual NIC gets wrong", facts, fix))
-    return out or _skip(rule, "no vmxnet3 interface")
+    return out or skip(rule, "no vmxnet3 interface")
 
 
 # -- KB-007 ------------------------------------------------------------------------------------
 
 
-def af_packet_forwarder(snap: Snap, rule: Rule) -> list[Finding]:
+def af_packet_forwarder(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     out = []
     for ns in snap.namespaces:
         command = (ns.command or "").strip()
@@ -275,13 +275,13 @@ def af_packet_forwarder(snap: Snap, rule: Rule) -> list[Finding]:
         for link in ns.links:
             if link.kind != "veth":
                 continue
-            peer = _peer(snap, link)
-            obj = _ref(ns, link)
+            peer = veth_peer(snap, link)
+            obj = link_ref(ns, link)
             if peer is None:
                 out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the peer of {obj} was not found"))
                 continue
-            peer_obj = _ref(*peer)
-            tx, feature = _feature(peer[1], TX_CSUM)
+            peer_obj = link_ref(*peer)
+            tx, feature = first_feature(peer[1], TX_CSUM)
             if tx is None:
                 out.append(finding(rule, Outcome.UNKNOWN, [peer_obj, obj], f"the ethtool features of {peer_obj} could not be read"))
             elif not tx:
@@ -289,12 +289,12 @@ def af_packet_forwarder(snap: Snap, rule: Rule) -> list[Finding]:
             else:
                 facts = {"fwd_ns": ns.id, "command": program, "veth": link.name, "peer_ns": peer[0].id,
                          "peer": peer[1].name, "feature": feature}  # fmt: skip
-                fix = [_ethtool(peer[0], peer[1], "tx", "also turns off TSO/GSO for that interface")]
+                fix = [ethtool_off(peer[0], peer[1], "tx", "also turns off TSO/GSO for that interface")]
                 out.append(finding(rule, Outcome.WARN, [peer_obj, obj],
                                    f"if {program} reads {link.name} through AF_PACKET, it forwards unfinished checksums",
                                    facts, fix))  # fmt: skip
     if not out:
-        return _skip(rule, "no known AF_PACKET forwarder (" + ", ".join(AF_PACKET_FORWARDERS)
+        return skip(rule, "no known AF_PACKET forwarder (" + ", ".join(AF_PACKET_FORWARDERS)
                      + ") holds a namespace; the snapshot does not list every process (OVS netdev: see KB-005)")
     return out
 
@@ -302,15 +302,15 @@ def af_packet_forwarder(snap: Snap, rule: Rule) -> list[Finding]:
 # -- KB-008 ------------------------------------------------------------------------------------
 
 
-def hw_csum_failure(snap: Snap, rule: Rule) -> list[Finding]:
+def hw_csum_failure(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     has, how = kernel_has(snap.kernel, KERNEL_FIXES["KB-008"])
     if has:
-        return _skip(rule, f"kernel {how}")
-    veths = [(ns, link) for ns, link in _links(snap, ("veth",))]
-    tunnels = [(ns, link) for ns, link in _links(snap, TUNNEL_KINDS)]
+        return skip(rule, f"kernel {how}")
+    veths = [(ns, link) for ns, link in links(snap, ("veth",))]
+    tunnels = [(ns, link) for ns, link in links(snap, TUNNEL_KINDS)]
     if not (veths and tunnels):
-        return _skip(rule, "needs veth pairs and a VXLAN/Geneve device; the kernel log itself is not in the snapshot")
-    objects = [ObjectRef(HOST_NS, snap.kernel.release, "kernel")] + [_ref(ns, link) for ns, link in tunnels]
+        return skip(rule, "needs veth pairs and a VXLAN/Geneve device; the kernel log itself is not in the snapshot")
+    objects = [ObjectRef(HOST_NS, snap.kernel.release, "kernel")] + [link_ref(ns, link) for ns, link in tunnels]
     facts = {"kernel": snap.kernel.release, "kernel_how": how, "tunnels": ", ".join(f"{ns.id}:{link.name}" for ns, link in tunnels),
              "veths": len(veths)}  # fmt: skip
     return [finding(rule, Outcome.WARN, objects, "the kernel log is not in the snapshot: check dmesg for 'hw csum failure'", facts)]
@@ -319,43 +319,43 @@ def hw_csum_failure(snap: Snap, rule: Rule) -> list[Finding]:
 # -- KB-009 ------------------------------------------------------------------------------------
 
 
-def tun_gso_einval(snap: Snap, rule: Rule) -> list[Finding]:
+def tun_gso_einval(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     v = tuple(snap.kernel.version)
     rel = snap.kernel.release
     kernel = ObjectRef(HOST_NS, rel, "kernel")
     hit = None if snap.kernel.distro else next((r for r in KB009_RANGES if r.lo <= v < r.hi), None)
     if hit is None:
         series = any(r.lo[:2] == v[:2] for r in KB009_RANGES)
-        if series and _ABI.match(rel) and not snap.kernel.distro and _gso_devices(snap):
+        if series and abi_number(rel) is not None and not snap.kernel.distro and _gso_devices(snap):
             return [finding(rule, Outcome.UNKNOWN, [kernel], f"{rel}: the stable release behind this build is not in its name")]
-        return _skip(rule, f"kernel {rel} is not in a release range known to carry e269d79c7d35 without 89add40066f9")
+        return skip(rule, f"kernel {rel} is not in a release range known to carry e269d79c7d35 without 89add40066f9")
     devices = _gso_devices(snap)
     if not devices:
         return [finding(rule, Outcome.PASS, [kernel], "no tun/tap or virtio_net device takes GSO packets here")]
     how = f"{rel} is in {version_text(hit.lo)} .. {version_text(hit.hi)} (exclusive): {hit.source}"
     facts = {"kernel": rel, "kernel_how": how, "devices": ", ".join(f"{ns.id}:{link.name}" for ns, link in devices)}
-    objects = [kernel] + [_ref(ns, link) for ns, link in devices]
+    objects = [kernel] + [link_ref(ns, link) for ns, link in devices]
     outcome = Outcome.FAIL if hit.lo in KB009_CONFIRMED else Outcome.WARN
     return [finding(rule, outcome, objects, "GSO writes to tun devices can fail with EINVAL on this kernel", facts)]
 
 
-def _gso_devices(snap: Snap) -> list[tuple[Snap, Snap]]:
-    return [(ns, link) for ns, link in _links(snap) if link.kind in ("tun", "tap") or link.driver in ("tun", "virtio_net")]
+def _gso_devices(snap: HostSnapshot) -> list[tuple[Namespace, Link]]:
+    return [(ns, link) for ns, link in links(snap) if link.kind in ("tun", "tap") or link.driver in ("tun", "virtio_net")]
 
 
 # -- KB-010 ------------------------------------------------------------------------------------
 
 
-def odp_vxlan_vport_mtu(snap: Snap, rule: Rule) -> list[Finding]:
+def odp_vxlan_vport_mtu(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     v = tuple(snap.kernel.version)
     if v[:2] not in ((4, 3), (4, 4)) or snap.kernel.distro:
-        return _skip(rule, f"kernel {snap.kernel.release} is not 4.3 or 4.4")
+        return skip(rule, f"kernel {snap.kernel.release} is not 4.3 or 4.4")
     out = []
-    for ns, link in _links(snap, ("vxlan",)):
-        if not _is_ovs_vport(ns, link):
+    for ns, link in links(snap, ("vxlan",)):
+        datapath = ovs_datapath(ns, link)
+        if datapath is None:
             continue
-        obj = _ref(ns, link)
-        datapath = ns.link(link.master)
+        obj = link_ref(ns, link)
         members = [m for m in ns.links if m.master == link.master and m.kind not in TUNNEL_KINDS]
         overlay = max([datapath, *members], key=lambda m: m.mtu)
         if link.mtu > 1500 or overlay.mtu <= 1500:
@@ -363,20 +363,20 @@ def odp_vxlan_vport_mtu(snap: Snap, rule: Rule) -> list[Finding]:
             continue
         facts = {"ns": ns.id, "name": link.name, "datapath": link.master, "mtu": link.mtu, "overlay_mtu": overlay.mtu,
                  "overlay": f"{ns.id}:{overlay.name}", "kernel": snap.kernel.release}  # fmt: skip
-        out.append(finding(rule, Outcome.FAIL, [obj, _ref(ns, overlay)],
+        out.append(finding(rule, Outcome.FAIL, [obj, link_ref(ns, overlay)],
                            "frames larger than 1500 bytes never reach the tunnel (fast datapath falls back to sleeve)", facts))  # fmt: skip
-    return out or _skip(rule, "no VXLAN vport on an Open vSwitch datapath")
+    return out or skip(rule, "no VXLAN vport on an Open vSwitch datapath")
 
 
 # -- checksum counters -------------------------------------------------------------------------
 
 
-def _ns_label(ns: Snap) -> str:
+def _ns_label(ns: Namespace) -> str:
     extra = ns.command or (ns.names[0] if ns.names and ns.names[0] != ns.id else "")
     return f"{ns.id} ({extra})" if extra else ns.id
 
 
-def counters_rising(snap: Snap, rule: Rule) -> list[Finding]:
+def counters_rising(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     out = []
     for ns in snap.namespaces:
         sample = ns.counters
@@ -392,10 +392,10 @@ def counters_rising(snap: Snap, rule: Rule) -> list[Finding]:
         facts = {"ns": _ns_label(ns), "counters": text, "interval": f"{sample.interval_s:g}", "deltas": dict(sorted(rising.items()))}
         out.append(finding(rule, Outcome.FAIL, [ObjectRef(ns.id, k, "counter") for k in sorted(rising)],
                            "packets with bad checksums are arriving now", facts))  # fmt: skip
-    return out or _skip(rule, "no namespace")
+    return out or skip(rule, "no namespace")
 
 
-def counters_past(snap: Snap, rule: Rule) -> list[Finding]:
+def counters_past(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     out = []
     for ns in snap.namespaces:
         sample = ns.counters
@@ -410,11 +410,11 @@ def counters_past(snap: Snap, rule: Rule) -> list[Finding]:
                  "interval": f"{sample.interval_s:g}"}  # fmt: skip
         out.append(finding(rule, Outcome.WARN, [ObjectRef(ns.id, k, "counter") for k in sorted(past)],
                            "packets with bad checksums arrived at some time since the namespace was created", facts))  # fmt: skip
-    return out or _skip(rule, "no namespace with counters")
+    return out or skip(rule, "no namespace with counters")
 
 
 #: Every check, by the name the catalogue uses, in catalogue order.
-CHECKS: dict[str, Callable[[Snap, Rule], list[Finding]]] = {
+CHECKS: dict[str, Check] = {
     "veth_rx_csum_upgrade": veth_rx_csum_upgrade,
     "ufo_pmtu": ufo_pmtu,
     "df_tunnel_underlay": df_tunnel_underlay,

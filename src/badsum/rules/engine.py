@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
-from badsum.rules.checks import CHECKS, Snap
+from badsum.host.model import HostSnapshot
+from badsum.rules.checks import CHECKS
 from badsum.rules.model import Finding, ObjectRef, Outcome, Rule, Runbook, Severity
 
 REQUIRED = ("id", "title", "severity", "applies_to", "check", "condition", "evidence", "remediation", "references", "runbook")
@@ -77,7 +78,7 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     return sorted(findings, key=sort_key)
 
 
-def resolve_namespaces(snapshot: Snap, wanted: Iterable[str]) -> tuple[set[str], list[str]]:
+def resolve_namespaces(snapshot: HostSnapshot, wanted: Iterable[str]) -> tuple[set[str], list[str]]:
     """Namespace ids for the names given (an id, or any name the namespace has), and those not found."""
     ids: set[str] = set()
     missing = []
@@ -95,7 +96,7 @@ def _in_scope(f: Finding, ids: set[str]) -> bool:
     return not f.objects or any(o.ns in ids for o in f.objects)
 
 
-def evaluate(snapshot: Snap, rules: Iterable[Rule] | None = None, namespaces: set[str] | None = None) -> list[Finding]:
+def evaluate(snapshot: HostSnapshot, rules: Iterable[Rule] | None = None, namespaces: set[str] | None = None) -> list[Finding]:
     """Every rule's outcomes on the snapshot, sorted; `namespaces` (ids) limits them to those namespaces."""
     out: list[Finding] = []
     for rule in load_rules() if rules is None else rules:
@@ -118,7 +119,7 @@ def problems(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if f.outcome in PROBLEMS]
 
 
-def notes(snapshot: Snap) -> list[tuple[str, str]]:
+def notes(snapshot: HostSnapshot) -> list[tuple[str, str]]:
     """What could not be inspected, as (code, one line) for the report: not root, vanished namespaces, OVS, tools."""
     out = []
     errors = list(snapshot.errors)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-Snap = Any
-
+from badsum.host.model import KernelInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +70,12 @@ KB009_CONFIRMED = {(6, 1, 103), (6, 6, 44)}
 _ABI = re.compile(r"^\d+\.\d+\.0-(\d+)(?:[-.]|$)")
 
 
+def abi_number(release: str) -> int | None:
+    """N in a Debian/Ubuntu-style `X.Y.0-N...` release (its ABI number), None for any other release."""
+    m = _ABI.match(release)
+    return int(m.group(1)) if m else None
+
+
 def version_text(version: Iterable[int]) -> str:
     parts = list(version)
     while len(parts) > 2 and parts[-1] == 0:
@@ -79,7 +83,7 @@ def version_text(version: Iterable[int]) -> str:
     return ".".join(map(str, parts))
 
 
-def kernel_has(kernel: Snap, fix: KernelFix) -> tuple[bool | None, str]:
+def kernel_has(kernel: KernelInfo, fix: KernelFix) -> tuple[bool | None, str]:
     """Whether this kernel carries `fix`: True, False or None (cannot tell), and how that was decided."""
     v = tuple(kernel.version)
     rel = kernel.release
@@ -95,9 +99,8 @@ def kernel_has(kernel: Snap, fix: KernelFix) -> tuple[bool | None, str]:
         return None, f"{rel}: whether this {kernel.distro} build carries {fix.commit} is not known"
     if v >= fix.mainline:
         return True, f"{rel} >= {version_text(fix.mainline)}, which has {fix.commit}"
-    abi = _ABI.match(rel)
-    if abi:  # Debian/Ubuntu releases name the series and an ABI number, not the stable sublevel
-        n = int(abi.group(1))
+    n = abi_number(rel)
+    if n is not None:  # Debian/Ubuntu releases name the series and an ABI number, not the stable sublevel
         for series, first in fix.abi:
             if series == v:
                 ok = n >= first

@@ -5,20 +5,21 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from badsum.host.model import Namespace
 from badsum.rules.model import FixAction
-
-Snap = Any
-
 
 
 @dataclass(frozen=True, slots=True)
-class _Masq:
+class Masquerade:
+    """A MASQUERADE --random-fully rule gated by a mark (kube-proxy's KUBE-POSTROUTING, for one)."""
+
     chain: str
+    """The nat chain holding it."""
     position: int
     """1-based position in the chain, as `iptables -I/-R CHAIN N` counts."""
     mark: int
+    """The mark bit it requires (`-m mark --mark M/M`)."""
     tokens: tuple[str, ...]
     """The rule after `-A CHAIN`."""
 
@@ -63,7 +64,7 @@ def _clears(tokens: list[str], mark: int) -> bool:
     return False
 
 
-def unguarded_masquerades(nat: Iterable[str]) -> list[_Masq]:
+def unguarded_masquerades(nat: Iterable[str]) -> list[Masquerade]:
     """MASQUERADE --random-fully rules gated by a mark, with nothing earlier in the chain unmarking it."""
     chains: dict[str, list[list[str]]] = {}
     for line in nat:
@@ -92,7 +93,7 @@ def unguarded_masquerades(nat: Iterable[str]) -> list[_Masq]:
                     guarded = True
                     break
             if not guarded:
-                found.append(_Masq(chain, pos, mark, tuple(tokens)))
+                found.append(Masquerade(chain, pos, mark, tuple(tokens)))
     return found
 
 
@@ -106,7 +107,7 @@ def _without_mark(tokens: tuple[str, ...], mark: int) -> list[str]:
     return out
 
 
-def unmark_fix(ns: Snap, masq: _Masq) -> list[FixAction]:
+def unmark_fix(ns: Namespace, masq: Masquerade) -> list[FixAction]:
     """kubernetes#92035 in place: RETURN unless marked, clear the mark, masquerade without the mark match."""
     mark = f"{masq.mark:#x}"
     cost = ("kube-proxy (or the CNI) owns this chain and rewrites it on its next sync; the lasting fix is "

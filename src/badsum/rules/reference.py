@@ -6,8 +6,8 @@ A test fails when docs/rules.md differs from what this prints.
 from __future__ import annotations
 
 from badsum.rules.checks import CHECKS
-from badsum.rules.kernels import KB009_RANGES, KERNEL_FIXES, KernelFix, version_text
 from badsum.rules.engine import RUNBOOK, load_entries
+from badsum.rules.kernels import KB009_RANGES, KERNEL_FIXES, KernelFix, version_text
 
 
 def _squash(text: str) -> str:

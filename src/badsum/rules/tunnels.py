@@ -5,31 +5,31 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from badsum.rules.common import (
-    TUNNEL_KINDS,
-    Snap,
-    _is_ovs_vport,
-    _links,
-    _peer,
-    _ref,
-    _skip,
-    finding,
-)
+from badsum.host.model import HostSnapshot, Link, Namespace, Route
 from badsum.rules.kernels import KERNEL_FIXES, kernel_has
 from badsum.rules.model import Finding, FixAction, Outcome, Rule
+from badsum.rules.toolkit import (
+    TUNNEL_KINDS,
+    finding,
+    is_ovs_vport,
+    link_ref,
+    links,
+    skip,
+    veth_peer,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class _Underlay:
-    ns: Snap
-    link: Snap
+    ns: Namespace
+    link: Link
     mtu: int
     how: str
 
 
-def _flow_based(ns: Snap, link: Snap) -> str | None:
+def _flow_based(ns: Namespace, link: Link) -> str | None:
     """Why a tunnel device's own MTU is not the overlay MTU, if it is not."""
-    if _is_ovs_vport(ns, link):
+    if is_ovs_vport(ns, link):
         return f"{link.name} is an Open vSwitch datapath vport (its MTU is not the overlay's)"
     vx = link.vxlan
     if vx is not None and vx.vni == 0 and vx.remote is None and vx.lower is None:
@@ -37,12 +37,12 @@ def _flow_based(ns: Snap, link: Snap) -> str | None:
     return None
 
 
-def _route_dev(ns: Snap, dest: str | None) -> tuple[str | None, int | None, str]:
+def _route_dev(ns: Namespace, dest: str | None) -> tuple[str | None, int | None, str]:
     """The device (and route MTU) the namespace would use to reach `dest` (the default route if None).
 
     Routes hold both families; a `default` route's family comes from its gateway (any, without one).
     """
-    best: tuple[int, Snap] | None = None
+    best: tuple[int, Route] | None = None
     target = None
     if dest:
         try:
@@ -74,7 +74,7 @@ def _route_dev(ns: Snap, dest: str | None) -> tuple[str | None, int | None, str]
     return route.dev, route.mtu, f" (route to {dest or 'default'} via {route.dev})"
 
 
-def _underlay(snap: Snap, ns: Snap, link: Snap) -> _Underlay | None:
+def _underlay(snap: HostSnapshot, ns: Namespace, link: Link) -> _Underlay | None:
     vx = link.vxlan
     name: str | None = vx.lower if vx is not None and vx.lower else None
     route_mtu: int | None = None
@@ -90,7 +90,7 @@ def _underlay(snap: Snap, ns: Snap, link: Snap) -> _Underlay | None:
     return _Underlay(ns, lower, mtu, how)
 
 
-def _overhead(link: Snap) -> tuple[int, str]:
+def _overhead(link: Link) -> tuple[int, str]:
     vx = link.vxlan
     if link.kind == "geneve":
         return 50, "Geneve over IPv4 (50 is the minimum: options add more)"
@@ -98,12 +98,12 @@ def _overhead(link: Snap) -> tuple[int, str]:
     return (70, "VXLAN over IPv6") if v6 else (50, "VXLAN over IPv4")
 
 
-def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
+def _tunnel_mtu(snap: HostSnapshot, rule: Rule, df_wanted: bool) -> list[Finding]:
     """Overlay MTU + encapsulation > underlay MTU; KB-003 takes the tunnels with DF set."""
     out = []
     enforced, kernel_how = kernel_has(snap.kernel, KERNEL_FIXES["KB-003"])
-    for ns, link in _links(snap, TUNNEL_KINDS):
-        obj = _ref(ns, link)
+    for ns, link in links(snap, TUNNEL_KINDS):
+        obj = link_ref(ns, link)
         df = link.vxlan.df if link.vxlan is not None else None
         if (df == "set") != df_wanted:
             continue
@@ -117,7 +117,7 @@ def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
             continue
         overhead, encap = _overhead(link)
         needed = link.mtu + overhead
-        lower_obj = _ref(under.ns, under.link)
+        lower_obj = link_ref(under.ns, under.link)
         if needed <= under.mtu:
             out.append(finding(rule, Outcome.PASS, [obj, lower_obj],
                                f"MTU {link.mtu} + {overhead} = {needed} fits {lower_obj} MTU {under.mtu}"))  # fmt: skip
@@ -138,11 +138,11 @@ def _tunnel_mtu(snap: Snap, rule: Rule, df_wanted: bool) -> list[Finding]:
             reason = "this kernel still fragments DF tunnel packets locally; kernels from 3.13 (el7 3.10.0-150) drop them"
         out.append(finding(rule, outcome, [obj, lower_obj], reason, facts, fix))
     if not out:
-        return _skip(rule, "no VXLAN or Geneve tunnel with DF set" if df_wanted else "no VXLAN or Geneve tunnel without DF set")
+        return skip(rule, "no VXLAN or Geneve tunnel with DF set" if df_wanted else "no VXLAN or Geneve tunnel without DF set")
     return out
 
 
-def _bridged_path(snap: Snap, ns: Snap, link: Snap, mtu: int) -> list[FixAction]:
+def _bridged_path(snap: HostSnapshot, ns: Namespace, link: Link, mtu: int) -> list[FixAction]:
     """A tunnel enslaved to a bridge shares its L2 domain with the bridge's veth ports and the
     containers behind them. A bridge drops frames larger than an egress port's MTU without an
     ICMP error, so lowering the tunnel alone leaves full-size container traffic black-holed: the
@@ -155,7 +155,7 @@ def _bridged_path(snap: Snap, ns: Snap, link: Snap, mtu: int) -> list[FixAction]
             continue
         if port.mtu > mtu:
             out.append(FixAction("mtu", ns.id, ns.enter, port.name, "mtu", str(mtu), f"bridge port of {link.master}"))
-        peer = _peer(snap, port)
+        peer = veth_peer(snap, port)
         if peer is not None and peer[1].mtu > mtu:
             pns, plink = peer
             out.append(FixAction("mtu", pns.id, pns.enter, plink.name, "mtu", str(mtu),
@@ -163,9 +163,9 @@ def _bridged_path(snap: Snap, ns: Snap, link: Snap, mtu: int) -> list[FixAction]
     return out
 
 
-def df_tunnel_underlay(snap: Snap, rule: Rule) -> list[Finding]:
+def df_tunnel_underlay(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     return _tunnel_mtu(snap, rule, df_wanted=True)
 
 
-def overlay_mtu(snap: Snap, rule: Rule) -> list[Finding]:
+def overlay_mtu(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     return _tunnel_mtu(snap, rule, df_wanted=False)

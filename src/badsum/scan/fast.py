@@ -12,9 +12,9 @@ from enum import IntEnum
 
 import numpy as np
 
-from badsum.capture.batch import Batch
 from badsum.checksum.verdict import ISSUE_DTYPE, MAX_DEPTH, N_LAYERS, N_STATUS
-from badsum.scan import _fastscan
+from badsum.native import _fastscan
+from badsum.scan.batch import Batch
 
 
 class PortKind(IntEnum):

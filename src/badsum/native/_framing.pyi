@@ -1,4 +1,4 @@
-"""Types of the C framing extension (_framing.c)."""
+"""Types of the C framing extension (_framing.c): pcap and pcapng record framing and EPB encoding."""
 
 from typing import TypeAlias
 

@@ -1,4 +1,9 @@
-"""Scan fast, explain slow: one capture through the C scanner and the detailed decoder.
+"""The whole-capture run: one capture through the checksum scan and the flow analysis.
+
+It sits above both `badsum.scan` (batches in, verdict arrays out) and `badsum.flows` (flow tables
+and detectors) and is the one place that joins them into a `ScanSummary` (DESIGN.md, "Layers").
+
+Scan fast, explain slow: the C scanner first, the detailed decoder for what it defers.
 
 Batches come from the reader in order. The C scanner (GIL released) judges the common packets;
 with `jobs > 1` several batches are scanned at once on threads. The packets it defers go through
@@ -20,7 +25,6 @@ from typing import Protocol
 
 import numpy as np
 
-from badsum.capture.batch import Batch
 from badsum.checksum.detailed import DetailedJudge
 from badsum.checksum.verdict import (
     MAX_DEPTH,
@@ -34,6 +38,7 @@ from badsum.checksum.verdict import (
 from badsum.flows.analyzer import FlowAnalyzer
 from badsum.flows.extract import FactExtractor
 from badsum.flows.symptom import Symptom
+from badsum.scan.batch import Batch
 from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
 from badsum.scan.flowtable import FlowTable
 from badsum.scan.rows import merge_sorted, verdicts_to_rows
@@ -78,6 +83,8 @@ class ScanSummary:
     linktypes: Counter = field(default_factory=Counter)
     decode_issues: Counter = field(default_factory=Counter)
     issue_examples: list[tuple[int, str]] = field(default_factory=list)
+    undecodable: int = 0
+    """Records with a decode issue and no checksum judged (too short for their headers, unknown link type)."""
     flows: FlowTable = field(default_factory=FlowTable)
     inbound_partial: int = 0
     symptoms: list[Symptom] = field(default_factory=list)
@@ -181,6 +188,8 @@ class Scanner:
                 if v.flags & VerdictFlag.KERNEL and v.status == Status.OK:
                     s.kernel_overrides += 1
             verdicts.extend(res.verdicts)
+            if res.frame.issues and not res.verdicts:  # fragment overlaps (res.issues) decoded fine
+                s.undecodable += 1
             for issue in res.issues:
                 s.decode_issues[issue.code] += 1
                 if len(s.issue_examples) < MAX_ISSUE_EXAMPLES:

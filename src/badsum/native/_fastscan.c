@@ -1,5 +1,5 @@
 /*
- * badsum.scan._fastscan: the measured hot path. Judges every checksum the common packets carry
+ * badsum.native._fastscan: the measured hot path. Judges every checksum the common packets carry
  * (IPv4 header, TCP, UDP, ICMP, ICMPv6; Ethernet/VLAN, SLL, SLL2, raw IP, NULL/LOOP; VXLAN inner
  * frames) exactly as docs/verdicts.md says, and defers every other packet, whole, to the Python
  * decoder. The integer codes and the issue row layout mirror badsum/checksum/verdict.py.

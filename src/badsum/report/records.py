@@ -1,16 +1,16 @@
-"""One-line reasons for verdicts, and what each status means for an operator.
+"""Checksum verdicts as people and programs read them: reasons, `--jsonl` records, comments.
 
-Both paths build `Verdict`s from the same fields, so the reason text cannot drift between them.
+The one encoder of `Verdict`s and `Flow`s: the text report, `--jsonl`, `--json` and `--annotate`
+all go through these functions, so the reason text and the record cannot drift between outputs.
+`badsum.checksum` holds the facts only.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import Any
 
-from badsum.checksum.verdict import Layer, Status, VerdictFlag
-
-if TYPE_CHECKING:
-    from badsum.checksum.verdict import Verdict
+from badsum.checksum.verdict import Flow, Layer, Status, Verdict, VerdictFlag
 
 #: What each status means and what to do, for the text report's legend.
 MEANING: dict[Status, str] = {
@@ -32,18 +32,23 @@ MEANING: dict[Status, str] = {
     Status.NAT_STALE: "right for the address/port tuple before NAT: NAT rewrote the header and not the sum",
 }
 
+#: Prefix of the comments `--annotate` writes (docs/pcapng-encoding.md).
+ANNOTATION_PREFIX = "badsum:"
 
 _NAMES = {layer: layer.label.upper() for layer in Layer}
+_LAYER_LABEL = {layer: layer.label for layer in Layer}  # separate maps: IntEnum members of both compare equal
+_STATUS_LABEL = {status: status.label for status in Status}
 _KERNEL, _INCOMPLETE, _TUNNEL_ZERO, _LSO = (int(VerdictFlag.KERNEL), int(VerdictFlag.INCOMPLETE_FRAGMENT),
                                             int(VerdictFlag.TUNNEL_ZERO), int(VerdictFlag.LSO_LEN0))  # fmt: skip
 _GSO, _REASSEMBLED = int(VerdictFlag.GSO), int(VerdictFlag.REASSEMBLED)
 
 
-def _hex(layer: Layer, v: int) -> str:
-    return f"0x{v:08x}" if layer == Layer.SCTP else f"0x{v:04x}"
+def checksum_hex(layer: Layer, value: int) -> str:
+    """A checksum value as the records and reasons print it: 4 hex digits, 8 for SCTP's CRC32c."""
+    return f"0x{value:08x}" if layer == Layer.SCTP else f"0x{value:04x}"
 
 
-def reason_for(v: "Verdict") -> str:
+def reason(v: Verdict) -> str:
     """A one-line reason for one verdict."""
     # Plain ints: IntFlag arithmetic costs more than the rest of this function (--jsonl hot path).
     f, name = int(v.flags), _NAMES[v.layer]
@@ -69,10 +74,58 @@ def reason_for(v: "Verdict") -> str:
         if f & _LSO:
             what = "pseudo-header sum with length 0 (Windows LSO, IPv4 total length 0)"
         else:
-            what = f"pseudo-header sum alone (length {v.extra}), not the full checksum {_hex(v.layer, v.computed)}"
+            what = f"pseudo-header sum alone (length {v.extra}), not the full checksum {checksum_hex(v.layer, v.computed)}"
         gso = "; GSO/TSO super-frame, segmented later" if f & _GSO else ""
         return f"{who}{name} field holds the {what}: transmit offload pending{gso}"
     if v.status == Status.NAT_STALE:
         return f"{name} checksum is right for the tuple before NAT: the rewrite did not update it"
     re = " after IP reassembly" if f & _REASSEMBLED else ""
-    return f"{name} checksum {_hex(v.layer, v.stored)} should be {_hex(v.layer, v.computed)}{re}"
+    return f"{name} checksum {checksum_hex(v.layer, v.stored)} should be {checksum_hex(v.layer, v.computed)}{re}"
+
+
+def flow_record(flow: Flow | None) -> dict[str, Any] | None:
+    """The `flow` object of every JSON output: `{src, dst, proto, sport, dport}`, or None."""
+    if flow is None:
+        return None
+    return {"src": flow.src, "dst": flow.dst, "proto": flow.proto, "sport": flow.sport, "dport": flow.dport}
+
+
+def flow_json(flow: Flow | None) -> str:
+    """`flow_record` as compact JSON (a `--jsonl` writer caches it per flow)."""
+    return json.dumps(flow_record(flow), separators=(",", ":"))
+
+
+def flow_text(flow: Flow) -> str:
+    """`192.0.2.1:40001 > 192.0.2.2:80 proto 6`; addresses alone when the protocol has no ports."""
+    if flow.sport or flow.dport:
+        src, dst = _hostport(flow.src, flow.sport, flow.ipver), _hostport(flow.dst, flow.dport, flow.ipver)
+    else:
+        src, dst = flow.src, flow.dst
+    return f"{src} > {dst} proto {flow.proto}"
+
+
+def _hostport(addr: str, port: int, ipver: int) -> str:
+    return f"[{addr}]:{port}" if ipver == 6 else f"{addr}:{port}"
+
+
+def checksum_line(v: Verdict, flow: str | None = None) -> str:
+    """The `--jsonl` record of one verdict: one compact JSON object and a newline (docs/cli.md).
+
+    `flow` is `flow_json(v.flow)` when the caller has it cached. Built as text, not through
+    json.dumps: a capture from an offloading host has a record for nearly every packet.
+    """
+    layer, status, f = v.layer, v.status, int(v.flags)
+    text = reason(v)
+    text = f'"{text}"' if '"' not in text and "\\" not in text else json.dumps(text)
+    extra = (',"gso":true' if f & _GSO else "") + (',"kernel":true' if f & _KERNEL else "")
+    return (
+        f'{{"record":"checksum","frame":{v.frame},"layer":"{_LAYER_LABEL[layer]}","depth":{v.depth},'
+        f'"status":"{_STATUS_LABEL[status]}","stored":"{checksum_hex(layer, v.stored)}",'
+        f'"computed":"{checksum_hex(layer, v.computed)}","offset":{v.offset},'
+        f'"flow":{flow_json(v.flow) if flow is None else flow},"reason":{text}{extra}}}\n'
+    )
+
+
+def annotation(v: Verdict) -> str:
+    """The pcapng comment `--annotate` puts on the packet: `badsum:tcp[0] bad: <reason>`."""
+    return f"{ANNOTATION_PREFIX}{_LAYER_LABEL[v.layer]}[{v.depth}] {_STATUS_LABEL[v.status]}: {reason(v)}"

@@ -1,4 +1,8 @@
-"""A batch of captured records: the contract between the readers and the scanners."""
+"""A batch of captured records: the contract between the readers and the scanners.
+
+It lives with its lowest consumer, the scan, so that `scan/` and `flows/` take batches without
+importing `capture/` (whose package imports the readers); the readers in `capture/` produce it.
+"""
 
 from __future__ import annotations
 

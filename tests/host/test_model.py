@@ -1,0 +1,54 @@
+"""The snapshot's records: a Namespace is the NsRef it was found as, plus what was read inside it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, replace
+from pathlib import Path
+
+from badsum.host import netns
+from badsum.host.model import HOST_NS, HostSnapshot, KernelInfo, Link, Namespace, NsRef, Target
+
+IDENTITY = ("id", "inode", "enter", "names", "pid", "command", "container_id")
+CID = "ab" * 32
+FIXTURES = Path(__file__).resolve().parents[1] / "rules" / "fixtures"
+
+
+def test_the_identity_is_declared_once() -> None:
+    assert tuple(f.name for f in fields(NsRef)) == IDENTITY
+    assert tuple(f.name for f in fields(Namespace))[: len(IDENTITY)] == IDENTITY  # same positional order
+    assert not set(IDENTITY) & set(Namespace.__annotations__), "Namespace repeats NsRef's fields"
+    assert issubclass(Namespace, NsRef) and netns.NsRef is NsRef
+
+
+def test_a_namespace_keeps_what_it_was_found_as() -> None:
+    ref = NsRef("pid:42", 4026532001, "/proc/42/ns/net", ("web",), 42, "vpp -c /etc/vpp.conf", CID)
+    ns = replace(Namespace.found(ref), links=(Link(2, "eth0", "veth", 1500, "up"),), errors=("x",))
+    assert tuple(getattr(ns, f) for f in IDENTITY) == tuple(getattr(ref, f) for f in IDENTITY)
+    assert ns.target == ref.target == Target("pid:42", "/proc/42/ns/net", 4026532001)
+    assert ns.link("eth0") is not None and ns.errors == ("x",)
+
+
+def test_json_keeps_the_namespace_flat() -> None:
+    ns = Namespace("web", 4026532001, "/run/netns/web", ("web",), 7, "sleep 1", CID)
+    snap = HostSnapshot(0.0, "node", KernelInfo("6.1.0", (6, 1, 0)), True, (Namespace(HOST_NS, 1, None), ns))
+    raw = json.loads(snap.to_json())["namespaces"][1]
+    assert {k: raw[k] for k in IDENTITY} == {"id": "web", "inode": 4026532001, "enter": "/run/netns/web",
+                                             "names": ["web"], "pid": 7, "command": "sleep 1", "container_id": CID}  # fmt: skip
+    assert HostSnapshot.from_json(snap.to_json()) == snap
+
+
+def test_a_namespace_saved_without_the_optional_identity_fields_loads() -> None:
+    text = json.dumps({"schema_version": 1, "taken_at": 0.0, "hostname": "n", "root": False,
+                       "kernel": {"release": "6.1.0", "version": [6, 1, 0]},
+                       "namespaces": [{"id": "host", "inode": 1, "enter": None}]})  # fmt: skip
+    (ns,) = HostSnapshot.from_json(text).namespaces
+    assert ns == Namespace(HOST_NS, 1, None) and ns.names == () and ns.pid is None and ns.links == ()
+
+
+def test_recorded_snapshots_read_and_write_back_the_same_json() -> None:
+    paths = [p for p in sorted(FIXTURES.rglob("*.json")) if not p.name.endswith(".expect.json")]
+    assert len(paths) > 20
+    for path in paths:
+        text = path.read_text()
+        assert json.loads(HostSnapshot.from_json(text).to_json()) == json.loads(text), path
