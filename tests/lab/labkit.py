@@ -6,13 +6,10 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 from badsum.lab import state as lab_state
 
