@@ -434,3 +434,24 @@ def test_drop_without_a_device_is_placed_at_the_skbs_last_device() -> None:
     assert [(d["label"], d["reason"], d["count"]) for d in data["drops"]] == [("c2:eth0", "TCP_CSUM", 1)]
     fb = only_flow(data)["first_bad_hop"]
     assert (fb["after"], fb["before"], fb["kind"]) == ("c1:eth0", "c2:eth0", "dropped")
+
+
+def test_segments_of_a_super_frame_are_branches_the_bad_one_names_its_own_hop_before() -> None:
+    """A super-frame cut in two at relay:tapA (each segment a new skb), both sent on to c2; the
+    second is corrupted by the relay. Its hop before the fault is relay:tapA (its own branch), not
+    c2:eth0, where the first segment arrived earlier in time."""
+    seg1 = data_segment(PAYLOAD[:256], ip_id=20, seq=5000)
+    seg2 = data_segment(PAYLOAD[256:], ip_id=21, seq=5256)
+    superframe = data_segment(PAYLOAD, ip_id=20, seq=5000)
+    bad2 = bytearray(seg2)
+    bad2[-1] ^= 0xFF
+    k = Kit()
+    k.add(Hook.XMIT, 0xA0, "c1:eth0", superframe, gso_size=256)
+    k.add(Hook.XMIT, 0xB1, "relay:tapA", seg1)
+    k.add(Hook.XMIT, 0xB2, "relay:tapA", seg2)
+    k.add(Hook.RECV, 0xC1, "relay:tapB", seg1)
+    k.add(Hook.RECV, 0xC1, "c2:eth0", seg1)
+    k.add(Hook.RECV, 0xC2, "relay:tapB", bytes(bad2))
+    k.add(Hook.RECV, 0xC2, "c2:eth0", bytes(bad2))
+    fb = only_flow(k.data())["first_bad_hop"]
+    assert fb is not None and (fb["after"], fb["before"], fb["kind"]) == ("relay:tapA", "relay:tapB", "bad"), fb

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from badsum.checksum import inet
 from badsum.checksum.verdict import Layer, Status, Verdict
 from badsum.checksum.verify import after_completion, verify_frame
-from badsum.follow.journey import Journey, Sighting
+from badsum.follow.journey import Journey, Sighting, predecessor
 from badsum.follow.model import Hook, IpSummed, KernelEvent
 from badsum.trace.hops import byte_changes, field_changes, l4_verdicts
 from badsum.trace.keys import stack
@@ -201,17 +201,16 @@ def _bad(base: HopVerdict, x: Verdict, frame: Frame, summed: str) -> HopVerdict:
 
 
 def judge_journey(j: Journey, ports: PortTable | None = None) -> tuple[HopVerdict, ...]:
-    """Every hop of `j`, each also compared with the journey's previous hop that had IP."""
+    """Every hop of `j`, each also compared with the hop it came from (journey.predecessor: the
+    same branch where a super-frame was cut into segments)."""
     ports = ports or PortTable()
     out: list[HopVerdict] = []
-    prev: tuple[Sighting, HopVerdict] | None = None
-    for s in j.hops:
+    for i, s in enumerate(j.hops):
         hv = classify(s, ports)
-        if prev is not None and hv.kind == BAD and hv.check is not None:
-            hv = _against(s, hv, *prev)
+        k = predecessor(j.hops, i)
+        if k is not None and hv.kind == BAD and hv.check is not None and stack(j.hops[k].frame):
+            hv = _against(s, hv, j.hops[k], out[k])
         out.append(hv)
-        if s.direction != "drop" and stack(s.frame):
-            prev = (s, hv)
     return tuple(out)
 
 

@@ -225,3 +225,21 @@ def _find(by_bucket: dict[tuple, list[_Building]], key: PacketKey | None, point:
             continue  # it was here already with this very packet: this is another copy
         best = j
     return best
+
+
+def predecessor(hops: tuple[Sighting, ...] | list[Sighting], i: int) -> int | None:
+    """Index of the hop that `hops[i]` came from: a journey is a tree where a super-frame is cut
+    into segments (GSO at a bridge port, a relay re-sending each), and the hop just before in time
+    may belong to another branch. In order: the latest earlier hop of the same skb at another
+    device (a drop's hop before it is the previous device); else of the same packet exactly (one segment, re-created); else of a packet it is part
+    of (the super-frame); else the latest earlier hop. Drops and hops without IP are never one."""
+    cur = hops[i]
+    earlier = [k for k in range(i - 1, -1, -1) if hops[k].direction != "drop" and hops[k].key is not None
+               and hops[k].label != cur.label]  # fmt: skip
+    for same in (lambda h: h.event.skb == cur.event.skb,
+                 lambda h: cur.key is not None and h.key == cur.key,
+                 lambda h: cur.key is not None and related(h.key, cur.key)):  # fmt: skip
+        k = next((k for k in earlier if same(hops[k])), None)
+        if k is not None:
+            return k
+    return earlier[0] if earlier else None

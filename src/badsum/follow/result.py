@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from badsum.follow.causes import fix_hint, likely_causes
 from badsum.follow.hops import DROPPED, FAULTS, HopVerdict, drop_reason, evidence, judge_journey, location, summed_name
-from badsum.follow.journey import Journey, Sighting, build_journeys
+from badsum.follow.journey import Journey, Sighting, build_journeys, predecessor
 from badsum.follow.model import IpSummed, KernelEvent
 from badsum.trace.build import flow_of
 from badsum.trace.hops import l4_verdicts, status_text
@@ -124,7 +124,8 @@ def _fault(hops: tuple[Hop, ...]) -> Fault | None:
                  lambda h: h.kind == DROPPED and is_checksum_reason(h.sighting.event.reason_name)):  # fmt: skip
         for i, h in enumerate(hops):
             if want(h):
-                after = next((p for p in reversed(hops[:i]) if p.sighting.direction != "drop" and p.label != h.label), None)
+                k = predecessor(tuple(x.sighting for x in hops), i)
+                after = hops[k] if k is not None else None
                 why = h.verdict.why
                 if h.kind == DROPPED:
                     why = (f"dropped at {h.label} ({drop_reason(h.sighting.event)} at {location(h.sighting.event)}); no hop "

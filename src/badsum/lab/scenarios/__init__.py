@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from badsum.lab.scenarios import bad_wire, offload_matrix, ovs_userspace_veth, vxlan_double_snat, vxlan_mtu_df
+from badsum.lab.scenarios import (
+    bad_wire,
+    offload_matrix,
+    ovs_userspace_veth,
+    veth_marks_verified,
+    vxlan_double_snat,
+    vxlan_mtu_df,
+)
 from badsum.lab.scenarios.base import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
     ovs_userspace_veth.SCENARIO,
     bad_wire.SCENARIO,
+    veth_marks_verified.SCENARIO,
     vxlan_mtu_df.SCENARIO,
     vxlan_double_snat.SCENARIO,
     offload_matrix.SCENARIO,
