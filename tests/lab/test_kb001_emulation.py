@@ -200,5 +200,10 @@ def test_every_output_says_the_bug_was_emulated_where_and_which_commit_fixed_it(
             assert emu["fixed_by"] == "ce8c839b74e3" and emu["fixed_in"] == "Linux 4.4"
             assert "EMULATED" in data["verdict"] and "ce8c839b74e3" in data["verdict"]
             assert data["evidence"][0]["oracle"] == "emulation"
+            # The shared field every emulating lab fills (the same record).
+            assert [e["kb"] for e in data["emulation"]] == ["KB-001"]
+            assert {k: data["emulation"][0][k] for k in ("hook", "device", "fixed_by", "fixed_in", "emulated")} == \
+                {k: emu[k] for k in ("hook", "device", "fixed_by", "fixed_in", "emulated")}
         summary = (run.out / "summary.txt").read_text()
         assert "KB-001 EMULATED" in summary.splitlines()[0] and "tc egress on h2:veth-c2" in summary
+        assert "  EMULATED KB-001 (tc egress on h2:veth-c2): " in summary and "ce8c839b74e3" in summary

@@ -24,7 +24,8 @@ BPF_DIR = Path(__file__).resolve().parent / "bpf"
 MANIFEST = BPF_DIR / "objects.json"
 HEADERS = ("badsum_types.h", "follow_event.h")
 #: object -> its C source; each includes every header in HEADERS.
-OBJECTS = {"follow.bpf.o": "follow.bpf.c", "drops.bpf.o": "drops.bpf.c", "kb001_veth.bpf.o": "kb001_veth.bpf.c"}
+OBJECTS = {"follow.bpf.o": "follow.bpf.c", "drops.bpf.o": "drops.bpf.c", "kb001_veth.bpf.o": "kb001_veth.bpf.c",
+           "kb004_nat.bpf.o": "kb004_nat.bpf.c"}
 CLANGS = ("clang", "clang-19", "clang-18", "clang-17", "clang-16", "clang-15", "clang-14")
 STRIPS = ("llvm-strip", "llvm-strip-19", "llvm-strip-18", "llvm-strip-17", "llvm-strip-16", "llvm-strip-15", "llvm-strip-14")
 

@@ -37,7 +37,8 @@ BTF_KIND_ENUM = 6
 
 @dataclass(slots=True)
 class Emulation:
-    """One attached emulation; `as_dict()` goes into the result as `traffic["emulation"]`."""
+    """One attached emulation; `as_dict()` goes into the result as `traffic["emulation"]` and in
+    the shared `ScenarioResult.emulation` list."""
 
     device: str
     """Where the program runs, in the lab's names (`h2:veth-c2`)."""

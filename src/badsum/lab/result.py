@@ -42,6 +42,9 @@ class ScenarioResult:
     follow: dict[str, object] = field(default_factory=dict)
     """Phase -> what `badsum follow` saw in it (its --json data), or {"not_run": why}."""
     table: list[dict] = field(default_factory=list)
+    emulation: list[dict] = field(default_factory=list)
+    """Fixed kernel bugs put back for this run (labs only), one dict each: at least `kb`, `what`,
+    `hook`, `device`, `fixed_by`, `fixed_in` and `emulated: True`; empty when nothing was emulated."""
     kernel: str = field(default_factory=platform.release)
     duration_s: float = 0.0
     out_dir: str = ""
@@ -66,6 +69,10 @@ class ScenarioResult:
         lines = [f"{self.scenario}: {self.verdict}",
                  f"  fix applied: {'yes' if self.fix_applied else 'no'}; symptom observed: "
                  f"{'yes' if self.symptom_observed else 'no'}; kernel {self.kernel}; {self.duration_s:.1f} s"]  # fmt: skip
+        for emu in self.emulation:
+            lines.append(f"  EMULATED {emu.get('kb', '?')} ({emu.get('hook', '?')} on {emu.get('device', '?')}): "
+                         f"{emu.get('what', '')}; fixed in the kernel by {emu.get('fixed_by', '?')} "
+                         f"({emu.get('fixed_in', '?')})")  # fmt: skip
         for e in self.evidence:
             lines.append(f"  [{e.oracle}] {e.what}")
         if self.table:

@@ -58,6 +58,7 @@ def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
     relay = bad_wire.start_relay(lab)
     emu = kb001.attach(lab, EMU_NS, EMU_DEV, ":".join(RECEIVER))
     result.traffic["emulation"] = emu.as_dict()
+    result.emulation = [emu.as_dict()]
     result.add("emulation", emu.label(), emu.as_dict())
     rows = []
     try:
@@ -82,6 +83,7 @@ def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
         result.traffic["relay"] = {"pid": relay.pid, "exit": relay.proc.returncode, "summary": summary,
                                    "flip_log": str(lab.out / bad_wire.FLIP_LOG)}  # fmt: skip
         result.traffic["emulation"] = emu.as_dict()
+        result.emulation = [emu.as_dict()]
         kb001.detach(lab, EMU_NS, EMU_DEV)
     result.table = rows
     _judge(result, rows, fix, emu)

@@ -9,6 +9,11 @@ port changes). Kernels before 5.7 (ea64d8d6c675) then "updated" the outer checks
 bogus value; the receiver dropped it and connections took 1 s or 63 s. An NFLOG rule in mangle
 POSTROUTING (before nat) is the lab's own probe: the outer packet as it was before MASQUERADE.
 `--fix`: the unmark rules (RETURN unless marked, then `MARK --xor-mark 0x4000`).
+
+On a kernel with the fix the lab emulates the bug where it acted (badsum.lab.kb004: a tc egress
+program on node1:eth0, after POSTROUTING, writing the old udp_manip_pkt() value into the outer
+checksum of the marked, SNATed packets whose checksum was 0); every output says so. Only the quick
+variant runs: connections get CONNECT_TIMEOUT, not the 63 s ladder.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from pathlib import Path
 
 from badsum.capture import open_capture
 from badsum.checksum.detailed import DetailedJudge
-from badsum.lab.lab import Lab
+from badsum.lab import kb004
+from badsum.lab.lab import Lab, LabError
 from badsum.lab.result import ScenarioResult
 from badsum.lab.runner import run
 from badsum.lab.scenarios.base import Scenario
@@ -41,6 +47,9 @@ PORT0 = 9000
 SLOW_S = 0.9
 #: Long enough for the 1 s and 2 s SYN retries (SYN at 0, 1 and 3 s); the 63 s ladder is not waited for.
 CONNECT_TIMEOUT = 3.5
+#: The client's SYN retries back off exponentially (1, 2, 4 s ...) when the kernel has this sysctl (6.x).
+SYN_LINEAR = "net.ipv4.tcp_syn_linear_timeouts"
+EMU_NS, EMU_DEV = "node1", "eth0"
 
 KUBE_RULES = f"""*nat
 :PREROUTING ACCEPT [0:0]
@@ -90,7 +99,11 @@ def topology() -> Topology:
         # The VIP leaves by the default route (eth0), as in a cluster; DNAT then reroutes to flannel.1.
         routes=[Route("node1", POD_CIDR, via=TUN2, dev="flannel.1"),
                 Route("node1", "default", via=NODE2), Route("pod", "default", via=CNI0)],
-        features=[Feature(ns, "flannel.1", "tx-checksum-ip-generic", True) for ns in ("node1", "node2")],
+        # node1's uplink finishes checksums in software before it transmits, as a NIC puts finished frames
+        # on the wire: across a veth a CHECKSUM_PARTIAL skb would reach node2 still PARTIAL, and node2's UDP
+        # would take it as verified (skb_csum_unnecessary) and never look at the outer checksum.
+        features=[*(Feature(ns, "flannel.1", "tx-checksum-ip-generic", True) for ns in ("node1", "node2")),
+                  Feature("node1", "eth0", "tx-checksum-ip-generic", False)],
         sysctls=[*(Sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1") for ns in nss),
                  Sysctl("node2", "net.ipv4.ip_forward", "1")],
     )  # fmt: skip
@@ -139,6 +152,14 @@ def outer_vxlan(path: Path, src: str = NODE1, force_vxlan: bool = False) -> list
     return out
 
 
+def wire_check(text: str) -> int | None:
+    """The checksum field tcpdump -vv printed: `bad udp cksum 0xffff -> 0x76dc!` gives 0xffff, `no cksum` 0,
+    `udp sum ok` None (the value is not printed)."""
+    if m := re.search(r"bad udp cksum (0x[0-9a-f]+)", text):
+        return int(m[1], 16)
+    return 0 if "no cksum" in text else None
+
+
 def badsum_outer(path: Path, src: str = NODE1) -> Counter:
     """badsum's verdicts on the outer UDP checksums (depth 0) of packets from `src`."""
     c: Counter = Counter()
@@ -183,14 +204,17 @@ def kernel_has_fix(release: str) -> bool:
 # -- one phase ------------------------------------------------------------------------------------
 
 
-def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: frozenset[int] = frozenset()) -> dict:
+def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: frozenset[int] = frozenset(),
+          emu: kb004.Emulation | None = None) -> dict:  # fmt: skip
     """`earlier`: outer source ports SNATed in an earlier phase; their conntrack entries live on
     (30 s), so a new flow hashing to one of them is still rewritten, and is told apart."""
     before = lab.counters(["node1", "node2"])
+    stats0 = kb004.read_stats(emu) if emu is not None else None
     with lab.capture(POINTS, tag=label) as caps:
         conns = [lab.tcp_transfer("node1", "pod", POD, port=port0 + i, nbytes=1000, timeout=CONNECT_TIMEOUT,
                                   connect_addr=VIP) for i in range(CONNECTIONS)]  # fmt: skip
     after = lab.counters(["node1", "node2"])
+    stats1 = kb004.read_stats(emu) if emu is not None else None
     d = {ns: {k: after[ns][k] - before[ns][k] for k in after[ns]} for ns in ("node1", "node2")}
     for point, path in caps.items():
         result.captures[f"{label} {point}"] = str(path)
@@ -216,10 +240,25 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
         key = "bad" if p["csum"].startswith("bad") else p["csum"] or "?"
         csums[key] = csums.get(key, 0) + 1
     udp = dict(badsum_outer(caps["node2:eth0"]))
+    # The outer checksum node1 sent, per packet, against what the pre-5.7 kernel wrote for its SNAT.
+    sent = {p["id"]: p["csum"] for p in outer_vxlan(caps["node1:eth0"])}
+    written = [{"id": p["id"], "sport_before": pre[p["id"]]["sport"], "sport_wire": p["sport"],
+                "csum_wire": sent.get(p["id"], ""), "inner": pre[p["id"]]["inner"],
+                "old_kernel": f"0x{kb004.old_kernel_check(NODE1, NODE1, pre[p['id']]['sport'], p['sport']):04x}"}
+               for p in wire if p["id"] in pre and pre[p["id"]]["sport"] != p["sport"]]  # fmt: skip
+    as_old = [w for w in written if wire_check(w["csum_wire"]) == int(w["old_kernel"], 16)]
     bad = csums.get("bad", 0) + udp.get("bad", 0) + udp.get("nat-stale", 0) + d["node2"]["UdpInCsumErrors"]
 
     result.traffic[label] = {"connections": conns, "outer_sport_pairs": pairs, "conntrack": ct,
-                             "outer_csum_tcpdump": csums, "outer_csum_badsum": udp, "nstat": d}  # fmt: skip
+                             "outer_csum_tcpdump": csums, "outer_csum_badsum": udp, "nstat": d,
+                             "outer_csum_sent": written}  # fmt: skip
+    if emu is not None and stats0 is not None and stats1 is not None:
+        emu.stats[label] = {k: stats1[k] - stats0[k] for k in stats1}
+        st = emu.stats[label]
+        result.add("emulation", f"{label}: the {kb004.KB} program at {emu.device} rewrote {st['rewritten']} outer "
+                   f"checksums; left alone {st['unmarked']} unmarked, {st['csum_set']} with a checksum, "
+                   f"{st['unchanged']} not SNATed, {st['not_partial']} not CHECKSUM_PARTIAL, {st['no_ct']} without "
+                   "a conntrack entry", st)  # fmt: skip
     result.add("application", f"{label}: {CONNECTIONS - failed}/{CONNECTIONS} connections to the VIP {VIP} set up; "
                f"connect_s {', '.join(str(s) for s in connect)}", connect)  # fmt: skip
     shown = ", ".join(f"{a} -> {b}" for a, b in flows_rewritten)
@@ -236,6 +275,10 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
     result.add("badsum pcap", f"{label}: badsum on node2:eth0, outer UDP from node1: "
                + (", ".join(f"{n} {k}" for k, n in sorted(udp.items())) or "none"), udp)  # fmt: skip
     result.add("nstat", f"{label}: node2 UdpInCsumErrors +{d['node2']['UdpInCsumErrors']}", d["node2"])
+    if written:
+        result.add("tcpdump", f"{label}: {len(as_old)}/{len(written)} SNATed outer packets left node1:eth0 with the "
+                   "checksum the pre-5.7 kernel wrote (udp_manip_pkt on a CHECKSUM_PARTIAL skb: "
+                   f"{written[0]['old_kernel']} for a port-only change)", written)  # fmt: skip
     result.table.append({"phase": label, "connections": f"{CONNECTIONS - failed}/{CONNECTIONS}",
                          "max_connect_s": max((s for s in connect if s is not None), default=None),
                          "outer_sport_rewritten": f"{len(rewritten)}/{len(svc)}",
@@ -244,7 +287,9 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
     return {"double_snat": bool(rewritten) or bool(ct_snat), "pairs": len(svc), "rewritten": rewritten,
             "flows": flows, "flows_rewritten": flows_rewritten, "snat_sports": frozenset(a for a, _ in rewritten),
             "bad_outer": bad, "slow": len(slow), "failed": failed, "connect": connect,
-            "zero": csums.get("no cksum", 0)}  # fmt: skip
+            "zero": csums.get("no cksum", 0), "as_old_kernel": len(as_old), "snat_packets": len(written),
+            "udp_csum_errors": d["node2"]["UdpInCsumErrors"],
+            "rewritten_by_emulation": (emu.stats.get(label, {}).get("rewritten") if emu is not None else None)}  # fmt: skip
 
 
 def describe_config(lab: Lab, result: ScenarioResult) -> bool:
@@ -270,24 +315,57 @@ def apply_fix(lab: Lab) -> None:
         lab.exec("node1", ["iptables", "-t", "nat", *rule])
 
 
+def emulate(lab: Lab, result: ScenarioResult) -> kb004.Emulation:
+    """Put the pre-5.7 NAT checksum update back at node1's uplink (tc egress), labelled everywhere."""
+    if why := kb004.why_not():
+        raise LabError(f"{kb004.KB} cannot be emulated here: {why}")
+    emu = kb004.attach(lab, EMU_NS, EMU_DEV)
+    result.emulation = [emu.as_dict()]
+    result.traffic["emulation"] = emu.as_dict()
+    result.add("emulation", emu.label(), emu.as_dict())
+    result.add("tc", f"`tc filter show dev {EMU_DEV} egress` in {EMU_NS}: program {emu.program} "
+               f"id {emu.program_id}, direct-action", kb004.filters(lab, EMU_NS, EMU_DEV))  # fmt: skip
+    return emu
+
+
+def syn_backoff(lab: Lab, result: ScenarioResult) -> None:
+    """The client's SYN retries back off 1, 2, 4 s (no linear start) where the kernel has the sysctl."""
+    key = "/proc/sys/" + SYN_LINEAR.replace(".", "/")
+    if lab.exec("node1", ["test", "-e", key], check=False).returncode != 0:
+        result.add("sysctl", f"node1: {SYN_LINEAR} does not exist here (SYN retries back off exponentially)")
+        return
+    lab.exec("node1", ["sysctl", "-qw", f"{SYN_LINEAR}=0"])
+    value = lab.exec("node1", ["sysctl", "-n", SYN_LINEAR]).stdout.strip()
+    result.add("sysctl", f"node1: {SYN_LINEAR} = {value} (SYN retries at 1, 3, 7 s ...)", value)
+
+
 def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
-    run(["iptables-restore"], ns=lab.ns("node1"), input=KUBE_RULES)
-    vulnerable = describe_config(lab, result)
     release = platform.release()
     fixed_kernel = kernel_has_fix(release)
-    result.add("uname", f"kernel {release}: " + ("5.7 or later, carries ea64d8d6c675 (never update a zero UDP checksum)"
-               if fixed_kernel else "older than 5.7: vulnerable unless it has the stable backport "
-               "(5.6.13, 5.4.41, 4.19.123, 4.14.181)"), release)  # fmt: skip
-    first = phase(lab, result, "before fix" if fix else "run", PORT0)
-    last = first
-    if fix:
-        apply_fix(lab)
-        result.fix_applied = True
-        describe_config(lab, result)
-        last = phase(lab, result, "after fix", PORT0 + 5, earlier=first["snat_sports"])
+    emu = emulate(lab, result) if fixed_kernel else None
+    try:
+        run(["iptables-restore"], ns=lab.ns("node1"), input=KUBE_RULES)
+        vulnerable = describe_config(lab, result)
+        syn_backoff(lab, result)
+        result.add("uname", f"kernel {release}: " + ("5.7 or later, carries ea64d8d6c675 (never update a zero UDP "
+                   "checksum): the old behaviour is emulated" if fixed_kernel else "older than 5.7: vulnerable unless "
+                   "it has the stable backport (5.6.13, 5.4.41, 4.19.123, 4.14.181); nothing emulated"), release)  # fmt: skip
+        first = phase(lab, result, "before fix" if fix else "run", PORT0, emu=emu)
+        last = first
+        if fix:
+            apply_fix(lab)
+            result.fix_applied = True
+            describe_config(lab, result)
+            last = phase(lab, result, "after fix", PORT0 + 5, earlier=first["snat_sports"], emu=emu)
+    finally:
+        if emu is not None:
+            result.emulation = [emu.as_dict()]
+            result.traffic["emulation"] = emu.as_dict()
+            # Deleting the clsact qdisc removes the filter and, with its last reference, the program.
+            kb004.detach(lab, EMU_NS, EMU_DEV)
     result.symptom_observed = symptom(last)
     result.reproduced = symptom(first)
-    result.verdict = verdict(first, last if fix else None, vulnerable, fixed_kernel, release)
+    result.verdict = verdict(first, last if fix else None, vulnerable, fixed_kernel, release, emu)
 
 
 def symptom(p: dict) -> bool:
@@ -295,15 +373,30 @@ def symptom(p: dict) -> bool:
     return p["bad_outer"] > 0 or p["slow"] > 0 or p["failed"] > 0
 
 
-def verdict(first: dict, after: dict | None, vulnerable: bool, fixed_kernel: bool, release: str) -> str:
+def verdict(first: dict, after: dict | None, vulnerable: bool, fixed_kernel: bool, release: str,
+            emu: kb004.Emulation | None = None) -> str:  # fmt: skip
     ms = max((s for s in first["connect"] if s is not None), default=0) * 1000
     fr = first["flows_rewritten"]
     snat = (f"the outer VXLAN packet was masqueraded a second time ({len(fr)}/{len(first['flows'])} outer flows, "
             f"{len(first['rewritten'])}/{first['pairs']} packets; source port e.g. {fr[0][0]} -> {fr[0][1]})"
             if fr else "the outer packet was not masqueraded a second time")  # fmt: skip
-    if symptom(first):
+    if symptom(first) and emu is not None:
+        text = (f"reproduced (emulated): {snat}; the emulated pre-5.7 NAT wrote a non-zero outer checksum into "
+                f"{first['rewritten_by_emulation']} of them ({first['as_old_kernel']}/{first['snat_packets']} "
+                f"SNATed packets on the wire carry the old kernel's value), node2 counted "
+                f"{first['udp_csum_errors']} UdpInCsumErrors; {first['slow']} of {len(first['connect'])} connections "
+                f"waited for SYN retries (connect_s {', '.join(str(s) for s in first['connect'])}), "
+                f"{first['failed']} did not complete within {CONNECT_TIMEOUT} s")  # fmt: skip
+        if (other := len({a for a, _ in first["flows"]} - {a for a, _ in fr})) and first["slow"]:
+            text += (f"; the retried SYNs left on {other} other outer flows (TCP re-hashes a flow on SYN timeout, "
+                     "so VXLAN picks a new source port), unmarked and not masqueraded, and got through")  # fmt: skip
+    elif symptom(first):
         text = (f"reproduced: {snat}; {first['bad_outer']} bad outer UDP checksums, {first['slow']} slow and "
                 f"{first['failed']} failed connections")  # fmt: skip
+    elif emu is not None:
+        config = f"the configuration is {'' if vulnerable else 'NOT '}the vulnerable one"
+        text = (f"not reproduced even with the emulation: {config}: {snat}; {first['zero']} outer packets arrived "
+                f"with checksum 0 and {len(first['connect'])} connections set up in at most {ms:.1f} ms")  # fmt: skip
     else:
         config = f"the configuration is {'' if vulnerable else 'NOT '}the vulnerable one"
         text = (f"not reproduced on this kernel ({release}{', which has the 5.7 fix' if fixed_kernel else ''}); "
@@ -314,15 +407,21 @@ def verdict(first: dict, after: dict | None, vulnerable: bool, fixed_kernel: boo
                  f"(0/{after['pairs']} source ports rewritten)" if not after["rewritten"] else
                  f"; after the unmark rules the outer packet is STILL masqueraded "
                  f"({len(after['rewritten'])}/{after['pairs']})")  # fmt: skip
-    return text
+        if emu is not None:
+            ms_after = max((s for s in after["connect"] if s is not None), default=0) * 1000
+            text += (f", the emulation rewrote {after['rewritten_by_emulation']} outer checksums, node2 counted "
+                     f"{after['udp_csum_errors']} UdpInCsumErrors and {len(after['connect']) - after['failed']}/"
+                     f"{len(after['connect'])} connections set up in at most {ms_after:.1f} ms")  # fmt: skip
+    return f"[{emu.label()}] {text}" if emu is not None else text
 
 
 SCENARIO = Scenario(
     name="vxlan-double-snat",
-    title="VXLAN + kube-proxy MASQUERADE --random-fully: the outer packet is SNATed twice (63-second delay)",
+    title="VXLAN + kube-proxy MASQUERADE --random-fully: the outer packet is SNATed twice (63-second delay; "
+    "KB-004 emulated on kernels with the fix)",
     kb=("KB-004",),
     topology=topology,
     body=body,
-    tools=("iptables", "iptables-restore"),
+    tools=("iptables", "iptables-restore", "tc"),
     watch=("node1", "node2", "pod"),
 )
