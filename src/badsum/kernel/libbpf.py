@@ -91,6 +91,7 @@ def library() -> ctypes.CDLL:
         ("libbpf_num_possible_cpus", i, []),
         ("bpf_prog_get_next_id", i, [u, ctypes.POINTER(ctypes.c_uint32)]),
         ("bpf_prog_get_fd_by_id", i, [u]),
+        ("bpf_map_get_fd_by_id", i, [u]),
         ("bpf_obj_get_info_by_fd", i, [i, p, ctypes.POINTER(ctypes.c_uint32)]),
         ("btf__load_vmlinux_btf", p, []),
         ("btf__parse", p, [c, p]),
@@ -278,6 +279,59 @@ def loaded_programs() -> list[tuple[int, int, str]]:
         finally:
             os.close(fd)
     return out
+
+
+#: struct bpf_prog_info: `nr_map_ids` at 52, `map_ids` (a user pointer) at 56. struct
+#: bpf_map_info: `value_size` at 12, `name` (16 bytes) at 24.
+_PROG_NR_MAP_IDS, _PROG_MAP_IDS, _MAP_VALUE_SIZE, _MAP_NAME_AT = 52, 56, 12, 24
+
+
+def _info(fd: int) -> bytes | None:
+    info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+    size = ctypes.c_uint32(_PROG_INFO_SIZE)
+    return info.raw if library().bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) == 0 else None
+
+
+def percpu_counters(program_id: int, map_name: str, n: int) -> list[int] | None:
+    """Entries 0..n-1 of the per-CPU array `map_name` of a loaded program (found by the kernel's
+    program id, as `bpftool map dump` would), each summed over CPUs; None when it is gone."""
+    lib = library()
+    fd = lib.bpf_prog_get_fd_by_id(program_id)
+    if fd < 0:
+        return None
+    try:
+        raw = _info(fd)
+        if raw is None:
+            return None
+        count = int.from_bytes(raw[_PROG_NR_MAP_IDS : _PROG_NR_MAP_IDS + 4], "little")
+        ids = (ctypes.c_uint32 * max(count, 1))()
+        info = ctypes.create_string_buffer(_PROG_INFO_SIZE)
+        struct_view = (ctypes.c_uint8 * _PROG_INFO_SIZE).from_buffer(info)
+        struct_view[_PROG_NR_MAP_IDS : _PROG_NR_MAP_IDS + 4] = list(count.to_bytes(4, "little"))
+        struct_view[_PROG_MAP_IDS : _PROG_MAP_IDS + 8] = list(ctypes.addressof(ids).to_bytes(8, "little"))
+        size = ctypes.c_uint32(_PROG_INFO_SIZE)
+        if lib.bpf_obj_get_info_by_fd(fd, info, ctypes.byref(size)) != 0:
+            return None
+    finally:
+        os.close(fd)
+    ncpu = possible_cpus()
+    for map_id in ids[:count]:
+        mfd = lib.bpf_map_get_fd_by_id(map_id)
+        if mfd < 0:
+            continue
+        try:
+            minfo = _info(mfd)
+            if minfo is None or minfo[_MAP_NAME_AT : _MAP_NAME_AT + 16].split(b"\0", 1)[0].decode() != map_name:
+                continue
+            width = (int.from_bytes(minfo[_MAP_VALUE_SIZE : _MAP_VALUE_SIZE + 4], "little") + 7) // 8 * 8
+            out = []
+            for key in range(n):
+                v = map_lookup(mfd, key.to_bytes(4, "little"), width * ncpu) or b""
+                out.append(sum(int.from_bytes(v[k : k + 8], "little") for k in range(0, len(v), width)))
+            return out
+        finally:
+            os.close(mfd)
+    return None
 
 
 class RingBuffer:

@@ -14,13 +14,12 @@ the lab down deletes the namespace, the device, the filter and the program with 
 from __future__ import annotations
 
 import ctypes
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 
 from badsum.kernel import build, libbpf
+from badsum.lab import tcbpf
 from badsum.lab.lab import Lab
-from badsum.lab.runner import CommandError, run
 
 KB = "KB-001"
 FIXED_BY = "ce8c839b74e3"
@@ -28,6 +27,7 @@ FIXED_IN = "Linux 4.4"
 HOOK = "tc egress"
 OBJECT = build.BPF_DIR / "kb001_veth.bpf.o"
 PROGRAM = "kb001_veth_xmit"
+MAP = "kb001_stats"
 #: The value compiled into the program (the kernel keeps it in an anonymous enum CO-RE cannot relocate).
 RXCSUM_BIT = 40
 STATS = ("marked", "rx_off", "not_none", "no_peer")
@@ -55,7 +55,7 @@ class Emulation:
     program: str = PROGRAM
     program_id: int | None = None
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Phase -> what the program did to the skbs it saw in it (None when bpftool is missing)."""
+    """Phase -> what the program did to the skbs it saw in it (its per-CPU counters)."""
 
     def label(self) -> str:
         return (f"{self.kb} EMULATED on this kernel ({self.hook} on {self.device}, deciding by "
@@ -106,54 +106,19 @@ def why_not() -> str | None:
 def attach(lab: Lab, ns: str, dev: str, peer: str) -> Emulation:
     """Attach the program to `dev` in lab namespace `ns` (clsact egress, direct action); `peer` is
     the receiving device's lab name, for the record. Raises CommandError when tc refuses."""
-    lab.exec(ns, ["tc", "qdisc", "add", "dev", dev, "clsact"])
-    try:
-        lab.exec(ns, ["tc", "filter", "add", "dev", dev, "egress", "bpf", "direct-action", "obj", str(OBJECT), "sec", "tc"],
-                 timeout=60)  # fmt: skip
-    except CommandError:
-        lab.exec(ns, ["tc", "qdisc", "del", "dev", dev, "clsact"], check=False)
-        raise
     emu = Emulation(device=f"{ns}:{dev}", receiving_device=peer)
-    emu.program_id = next((f["options"]["prog"]["id"] for f in filters(lab, ns, dev)
-                           if f.get("options", {}).get("prog", {}).get("name") == PROGRAM), None)  # fmt: skip
+    emu.program_id = tcbpf.attach_egress(lab, ns, dev, OBJECT, PROGRAM)
     return emu
 
 
 def filters(lab: Lab, ns: str, dev: str) -> list[dict]:
-    """`tc -j filter show dev DEV egress` in the lab namespace."""
-    out = lab.exec(ns, ["tc", "-j", "filter", "show", "dev", dev, "egress"], check=False).stdout
-    try:
-        return json.loads(out or "[]")
-    except ValueError:
-        return []
+    return tcbpf.filters(lab, ns, dev)
 
 
 def detach(lab: Lab, ns: str, dev: str) -> None:
-    # Deleting the clsact qdisc removes its filters, and with the last reference the program.
-    lab.exec(ns, ["tc", "qdisc", "del", "dev", dev, "clsact"], check=False)
+    tcbpf.detach(lab, ns, dev)
 
 
 def read_stats(emu: Emulation) -> dict[str, int] | None:
-    """The program's counters, summed over CPUs, through bpftool (None when it is missing)."""
-    if emu.program_id is None or shutil.which("bpftool") is None:
-        return None
-    try:
-        prog = json.loads(run(["bpftool", "-j", "prog", "show", "id", str(emu.program_id)]).stdout)
-        totals = dict.fromkeys(STATS, 0)
-        for map_id in prog.get("map_ids", []):
-            info = json.loads(run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
-            if info.get("name") != "kb001_stats":
-                continue
-            for entry in json.loads(run(["bpftool", "-j", "map", "dump", "id", str(map_id)]).stdout):
-                key = entry["key"] if isinstance(entry["key"], int) else int.from_bytes(bytes(int(b, 16) for b in entry["key"]), "little")
-                if 0 <= key < len(STATS):
-                    totals[STATS[key]] = sum(_u64(v["value"]) for v in entry["values"])
-        return totals
-    except (CommandError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _u64(v: object) -> int:
-    if isinstance(v, int):
-        return v
-    return int.from_bytes(bytes(int(b, 16) for b in v), "little")  # type: ignore[union-attr]
+    """The program's counters, summed over CPUs (None when it is not loaded)."""
+    return tcbpf.counters(emu.program_id, MAP, STATS)

@@ -13,15 +13,14 @@ device, the filter and the program with it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import struct
 from dataclasses import asdict, dataclass, field
 
 from badsum.kernel import build
+from badsum.lab import tcbpf
 from badsum.lab.lab import Lab
-from badsum.lab.runner import CommandError, run
 
 KB = "KB-004"
 FIXED_BY = "ea64d8d6c675"
@@ -113,52 +112,19 @@ def why_not() -> str | None:
 def attach(lab: Lab, ns: str, dev: str) -> Emulation:
     """Attach the program to `dev` in lab namespace `ns` (clsact egress, direct action).
     Raises CommandError when tc (or the verifier) refuses."""
-    lab.exec(ns, ["tc", "qdisc", "add", "dev", dev, "clsact"])
-    try:
-        lab.exec(ns, ["tc", "filter", "add", "dev", dev, "egress", "bpf", "direct-action", "obj", str(OBJECT),
-                      "sec", "tc"], timeout=60)  # fmt: skip
-    except CommandError:
-        lab.exec(ns, ["tc", "qdisc", "del", "dev", dev, "clsact"], check=False)
-        raise
     emu = Emulation(device=f"{ns}:{dev}")
-    emu.program_id = next((f["options"]["prog"]["id"] for f in filters(lab, ns, dev)
-                           if f.get("options", {}).get("prog", {}).get("name") == PROGRAM), None)  # fmt: skip
+    emu.program_id = tcbpf.attach_egress(lab, ns, dev, OBJECT, PROGRAM)
     return emu
 
 
 def filters(lab: Lab, ns: str, dev: str) -> list[dict]:
-    out = lab.exec(ns, ["tc", "-j", "filter", "show", "dev", dev, "egress"], check=False).stdout
-    try:
-        return json.loads(out or "[]")
-    except ValueError:
-        return []
+    return tcbpf.filters(lab, ns, dev)
 
 
 def detach(lab: Lab, ns: str, dev: str) -> None:
-    lab.exec(ns, ["tc", "qdisc", "del", "dev", dev, "clsact"], check=False)
+    tcbpf.detach(lab, ns, dev)
 
 
 def read_stats(emu: Emulation) -> dict[str, int] | None:
-    """The program's counters, summed over CPUs, through bpftool (None when it is missing)."""
-    if emu.program_id is None or shutil.which("bpftool") is None:
-        return None
-    try:
-        prog = json.loads(run(["bpftool", "-j", "prog", "show", "id", str(emu.program_id)]).stdout)
-        totals = dict.fromkeys(STATS, 0)
-        for map_id in prog.get("map_ids", []):
-            info = json.loads(run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
-            if info.get("name") != MAP:
-                continue
-            for entry in json.loads(run(["bpftool", "-j", "map", "dump", "id", str(map_id)]).stdout):
-                key = entry["key"] if isinstance(entry["key"], int) else _int(entry["key"])
-                if 0 <= key < len(STATS):
-                    totals[STATS[key]] = sum(_int(v["value"]) for v in entry["values"])
-        return totals
-    except (CommandError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _int(v: object) -> int:
-    if isinstance(v, int):
-        return v
-    return int.from_bytes(bytes(int(b, 16) for b in v), "little")  # type: ignore[union-attr]
+    """The program's counters, summed over CPUs (None when it is not loaded)."""
+    return tcbpf.counters(emu.program_id, MAP, STATS)
