@@ -179,11 +179,13 @@ def test_follow_sees_the_mark_at_the_veth_before_the_fix_and_not_after(runs: dic
         data = run.doc["data"]
         emulated = data["follow"]["routed-emulated"]
         assert "not_run" not in emulated, emulated
-        hops = {h["device"]: h for f in emulated["flows"] for h in f["hops"] if f["flow"]["dport"] == PORT_BEFORE}
+        # Rows by device and direction: a device can also have a `drop` row (an unrelated drop there).
+        hops = {(h["device"], h["direction"]): h for f in emulated["flows"] for h in f["hops"]
+                if f["flow"]["dport"] == PORT_BEFORE}  # fmt: skip
         flips = _flips(run, PORT_BEFORE)
-        assert hops["c2:eth0"]["kinds"].get("marked-verified-bad") == flips, hops["c2:eth0"]
-        assert hops["h2:veth-c2"]["kinds"].get("marked-verified-bad") == flips
-        assert hops["h2:eth0"]["kinds"].get("bad") == flips  # unverified (NONE) and wrong before the veth
+        assert hops[("c2:eth0", "in")]["kinds"].get("marked-verified-bad") == flips, hops[("c2:eth0", "in")]
+        assert hops[("h2:veth-c2", "out")]["kinds"].get("marked-verified-bad") == flips
+        assert hops[("h2:eth0", "in")]["kinds"].get("bad") == flips  # unverified (NONE) and wrong before the veth
         if fix:
             fixed = data["follow"]["routed-rx-off"]
             assert "marked-verified-bad" not in fixed["summary"]["hops_by_kind"]
