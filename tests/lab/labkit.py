@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from badsum.lab import state as lab_state
 
 PREFIX = re.compile(r"\b(bs[0-9a-f]{6})(?=[-/\s]|$)")
@@ -24,7 +23,7 @@ class Item:
     """One object a lab run can leave behind."""
 
     kind: str
-    """`namespace`, `journal`, `tracefs instance`, `tracefs mount`, `process`; or `tracefs view`
+    """`namespace`, `journal`, `tracefs instance`, `tracefs mount`, `mount`, `process`; or `tracefs view`
     (a tracefs mount that is not a lab's, listed only so that instances can be seen through it)."""
     key: str
     """What identifies it (a process by pid and start time, so a recycled pid is a new one)."""
@@ -87,6 +86,7 @@ def _process_items(ns_by_inode: dict[int, str]) -> list[Item]:
         if not argv or stat.rsplit(")", 1)[1].split()[0] == "Z":
             continue
         text = " ".join(argv)
+        text += _container_root(entry)
         ino = _netns_inode(f"/proc/{entry.name}/ns/net")
         in_lab_ns = ino in ns_by_inode
         is_lab = ("badsum.lab.agent" in text or re.search(r"-m badsum lab |\bbadsum lab run\b", text)
@@ -99,6 +99,35 @@ def _process_items(ns_by_inode: dict[int, str]) -> list[Item]:
         pid = int(entry.name)
         found.append(Item("process", f"{pid}:{starttime}", prefix, f"{pid} {text[:160]}", pid))
     return found
+
+
+def _container_root(proc: Path) -> str:
+    """For a process in a Docker container (cgroup `/docker/<id>`): ` [root on <upperdir>]` when its
+    root is an overlay whose layers live under a lab run's directory (a private dockerd's data root),
+    so a container whose namespace name is gone is still seen as that run's. Else ""."""
+    try:
+        if "/docker/" not in (proc / "cgroup").read_text():
+            return ""
+        lines = (proc / "mountinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        f = line.split()
+        if len(f) > 4 and f[4] == "/" and "overlay" in line and (m := re.search(r"upperdir=([^,\s]+)", line)):
+            return f" [root on {m.group(1)}]" if re.search(r"/bs[0-9a-f]{6}/", m.group(1)) else ""
+    return ""
+
+
+def _mount_items() -> list[Item]:
+    """Mounts under the lab runs' directory (a private dockerd's overlays or netns files if they ever
+    reach this mount namespace; the lab keeps them in dockerd's own)."""
+    root = str(lab_state.RUN_ROOT).rstrip("/") + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = {f[4].replace("\\040", " ") for line in lines if len(f := line.split()) > 4}
+    return [Item("mount", p, _prefix_of(p), p) for p in sorted(points) if p.startswith(root)]
 
 
 def _tracefs_items() -> list[Item]:
@@ -138,6 +167,7 @@ def inventory() -> Inventory:
     if root.is_dir():
         items += [Item("journal", str(d), d.name, str(d)) for d in root.iterdir() if lab_state.PREFIX_RE.match(d.name)]
     items += _tracefs_items()
+    items += _mount_items()
     items += _process_items(ns_by_inode)
     return Inventory(frozenset(items))
 

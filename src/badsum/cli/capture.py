@@ -17,6 +17,7 @@ examples:
   sudo badsum capture --auto 4242 -f 'tcp port 443' -c 1000     # container by pid
   sudo badsum capture --auto 198.51.100.7 --list                 # the points it would use
   sudo badsum capture --auto web --single web.pcapng --json
+  sudo badsum capture --auto my-nginx -d 10                      # a Docker container by its name
 
 exit codes: 0 captured, 2 usage (unknown namespace or interface, a filter that does not compile, an
             output that is a device, FIFO, socket, directory or symlink, or -o naming a non-directory),
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--point", metavar="NS:IFNAME", action="append", default=[],
                        help="capture here (host:IFNAME for the root namespace, pid:PID:IFNAME for a process's); repeatable")
     where.add_argument("--auto", metavar="TARGET",
-                       help="follow a container's path (pid, namespace name or IP address) and capture at each point")
+                       help="follow a container's path (pid, container or pod name, namespace name or IP address) and capture at each point")
     where.add_argument("--list", action="store_true", help="print the points and exit without capturing")
     p.add_argument("-f", "--filter", metavar="EXPR", help="capture filter in tcpdump syntax (compiled with tcpdump -dd)")
     p.add_argument("-s", "--snaplen", metavar="BYTES", type=positive, default=262144,
@@ -113,7 +114,29 @@ def _auto(target: str) -> list:
 
             raise CaptureError(f"--auto {target}: no process {pid}", code="namespace.unknown", usage=True) from None
     snap = collect_snapshot(time.time(), counter_interval=0.0)
-    return auto_points(snap, target, pid_inode=pid_inode)
+    return auto_points(snap, _container_namespace(snap, target) or target, pid_inode=pid_inode)
+
+
+def _container_namespace(snap, target: str) -> str | None:
+    """The namespace id of the container or pod called `target` (Docker's name, a pod), when the
+    target is not already a pid, an address or a namespace name; None leaves it to auto_points."""
+    import ipaddress
+
+    from badsum.capture.session import CaptureError
+    from badsum.host.cri import CriNamer, namespaces_named
+
+    if target.removeprefix("pid:").isdigit() or any(ns.id == target or target in ns.names for ns in snap.namespaces):
+        return None
+    try:
+        ipaddress.ip_address(target)
+        return None
+    except ValueError:
+        pass
+    hits = namespaces_named(CriNamer().name(snap.namespaces).owners, target)
+    if len(hits) > 1:
+        raise CaptureError(f"--auto {target}: several namespaces belong to containers of that name ({', '.join(hits)}); "
+                           "name one of them", code="namespace.ambiguous", usage=True)  # fmt: skip
+    return hits[0] if hits else None
 
 
 def _points(points: list) -> Result:

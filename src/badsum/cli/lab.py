@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("scenario", metavar="NAME", help="a scenario from `badsum lab list`")
     r.add_argument("--fix", action="store_true", help="apply the documented fix and check the symptom is gone")
+    r.add_argument("--full", action="store_true",
+                   help="the scenario's full variant where it has one (vxlan-double-snat: wait out the whole SYN "
+                        "ladder, 1+2+4+8+16+32 s, instead of stopping at 3.5 s)")  # fmt: skip
     r.add_argument("--keep", action="store_true", help="leave the namespaces up for inspection (`badsum lab clean` removes them)")
     r.add_argument("--out", metavar="DIR", help="where captures and result.json go (default ./badsum-lab/NAME-TIME)")
     r.add_argument("--prefix", metavar="PREFIX", help="object prefix (bs + 6 hex digits; default random)")
@@ -74,11 +77,15 @@ def run_scenario(args: argparse.Namespace) -> Result:
                                                 "shows them: " + ", ".join(s.name for s in SCENARIOS), ExitCode.USAGE))  # fmt: skip
     if refused := _prefix(args):
         return Result.failed("lab run", refused)
+    if args.full and scenario.full is None:
+        with_full = ", ".join(s.name for s in SCENARIOS if s.full) or "none"
+        return Result.failed("lab run", Failure("lab.no_full_variant", f"{scenario.name} has no full variant "
+                                                f"(scenarios with one: {with_full})", ExitCode.USAGE))  # fmt: skip
     out = Path(args.out or f"badsum-lab/{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if sys.stderr.isatty() and not args.json:
         say(f"running {scenario.name} in throwaway namespaces (captures in {out}) ...")
     try:
-        result = scenario.run(out, fix=args.fix, keep=args.keep, prefix=args.prefix)
+        result = scenario.run(out, fix=args.fix, keep=args.keep, prefix=args.prefix, full=args.full)
     except (LabError, CommandError, TimeoutError, OSError) as e:
         # OSError: the output folder (or the journal) cannot be written; teardown has run already.
         msg = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.filename and e.strerror else str(e)

@@ -1,8 +1,9 @@
 """Which pod and container a network namespace belongs to, where the node's container runtime can tell.
 
 Asked in order: `crictl` (when installed and its runtime answers), then the runtimes' own state
-files (containerd's task bundles, CRI-O's userdata, Docker's config.v2.json), read under `root` so
-tests can point it at a fixture tree. Joined to the snapshot's namespaces by the container id found
+files (containerd's task bundles, CRI-O's userdata, Docker's config.v2.json under the default data
+root and under the `--data-root` of every running dockerd), read under `root` so tests can point it
+at a fixture tree. Joined to the snapshot's namespaces by the container id found
 in the holding process's cgroup, by the pid of the sandbox or container, or by the netns path the
 runtime recorded (`/var/run/netns/cni-...`, `/var/run/docker/netns/<key>`). A namespace nothing
 names keeps empty names: the exporter's `netns` label (`pid:<pid>`) and the command still say what
@@ -27,6 +28,9 @@ CRIO_CONTAINERS = ("run/containers/storage/overlay-containers", "var/lib/contain
 DOCKER_CONTAINERS = ("var/lib/docker/containers",)
 #: Bound on state files read per collection (a node runs at most a few hundred pods).
 MAX_ENTRIES = 5000
+#: Bounds on the search for running dockerds: processes looked at, data roots read.
+MAX_PROCS = 100_000
+MAX_DATA_ROOTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +219,77 @@ def crio_entries(root: str) -> list[Entry]:
     return out
 
 
+def _cmdline(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(64 << 10)
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def dockerd_data_root(argv: list[str], read_config: Callable[[str], dict | None]) -> str | None:
+    """The data root a dockerd command line gives it: `--data-root X`, `--data-root=X`, `-g X` (the
+    old name, also `--graph`), else `data-root` (or `graph`) in its `--config-file`, default
+    /etc/docker/daemon.json. None: Docker's default (/var/lib/docker)."""
+    config = "/etc/docker/daemon.json"
+    found = None
+    for i, a in enumerate(argv[1:], 1):
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        for flag in ("--data-root", "--graph", "-g", "--config-file"):
+            if a == flag and nxt is not None:
+                value = nxt
+            elif a.startswith(flag + "=") and flag.startswith("--"):
+                value = a.split("=", 1)[1]
+            else:
+                continue
+            if flag == "--config-file":
+                config = value
+            else:
+                found = value
+    if found:
+        return found
+    doc = read_config(config) or {}
+    value = doc.get("data-root") or doc.get("graph")
+    return value if isinstance(value, str) and value else None
+
+
+def docker_container_dirs(root: str) -> list[str]:
+    """Where Docker keeps its containers' config.v2.json under `root`: the default data root, and the
+    data root of every running dockerd (a node's --data-root often lives on another disk). A
+    dockerd in its own mount namespace is read through /proc/<pid>/root."""
+    found = [os.path.join(root, rel) for rel in DOCKER_CONTAINERS]
+    proc = os.path.join(root, "proc")
+    try:
+        pids = sorted((e for e in os.listdir(proc) if e.isdigit()), key=int)[:MAX_PROCS]
+    except OSError:
+        pids = []
+    for pid in pids:
+        argv = _cmdline(os.path.join(proc, pid, "cmdline"))
+        if not argv or os.path.basename(argv[0]) != "dockerd":
+            continue
+        data_root = dockerd_data_root(argv, lambda p: _json(os.path.join(root, p.lstrip("/"))))
+        if data_root is None or not data_root.startswith("/"):
+            continue
+        rel = os.path.join(data_root.lstrip("/"), "containers")
+        through = os.path.join(proc, pid, "root", rel)
+        found.append(through if os.path.isdir(through) else os.path.join(root, rel))
+        if len(found) > MAX_DATA_ROOTS:
+            break
+    out: list[str] = []
+    seen: set[str] = set()
+    for d in found:
+        key = os.path.realpath(d)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
 def docker_entries(root: str) -> list[Entry]:
     out = []
-    for rel in DOCKER_CONTAINERS:
-        for cdir in _dirs(os.path.join(root, rel)):
+    for base in docker_container_dirs(root):
+        for cdir in _dirs(base):
             doc = _json(os.path.join(cdir, "config.v2.json"))
             if doc is None:
                 continue
@@ -278,4 +349,15 @@ def join(namespaces: list[Namespace], entries: list[Entry]) -> dict[str, Owner]:
     return out
 
 
-__all__ = ["CriNamer", "Entry", "Naming", "Owner", "join", "netns_path", "state_file_entries"]
+def namespaces_named(owners: dict[str, Owner], name: str) -> list[str]:
+    """The namespace ids whose owner is called `name`: a container's name (`web-1`, Docker's
+    `--name`), a pod's name, or `pod_namespace/pod`. Every container of a pod shares its namespace."""
+    hits = []
+    for ns_id, o in owners.items():
+        if name and name in (o.container, o.pod, f"{o.pod_namespace}/{o.pod}" if o.pod else ""):
+            hits.append(ns_id)
+    return hits
+
+
+__all__ = ["CriNamer", "Entry", "Naming", "Owner", "docker_container_dirs", "dockerd_data_root", "join", "namespaces_named",
+           "netns_path", "state_file_entries"]  # fmt: skip

@@ -4,8 +4,8 @@ The lab starts its own dockerd with its own data root, exec root and API socket 
 directory, so a Docker the user runs (if any) is never asked, changed or stopped. Started in the
 root namespace with its defaults, dockerd rewrites the host's firewall (DOCKER chains, FORWARD
 policy DROP) and creates docker0 in Docker's default range; the lab passes `--iptables=false
---ip6tables=false --bridge=none`, so it creates neither, and it runs inside a lab namespace (its
-mounts then live in that process's private mount namespace and go with it).
+--ip6tables=false --bridge=none`, so it creates neither, and it runs inside a lab's network namespace
+and a private copy of the mount namespace (its overlays and netns files live there and go with it).
 
 No image registry is reachable from these machines, so images are built locally: a busybox-static
 root filesystem (`docker import`) for the containers of a scenario, or a Debian base made with
@@ -35,7 +35,8 @@ START_TIMEOUT = 30.0
 
 def docker_available() -> str | None:
     """None when a private dockerd can run here, else why not (one line)."""
-    for tool, pkg in (("dockerd", "docker.io"), ("containerd", "containerd"), ("runc", "runc"), ("docker", "docker.io")):
+    for tool, pkg in (("dockerd", "docker.io"), ("containerd", "containerd"), ("runc", "runc"), ("docker", "docker.io"),
+                      ("nsenter", "util-linux"), ("unshare", "util-linux")):  # fmt: skip
         if shutil.which(tool) is None:
             return f"{tool} not found: install Debian's {pkg}"
     if busybox_static() is None:
@@ -94,10 +95,6 @@ class PrivateDocker:
         """The value for `docker -H` and DOCKER_HOST."""
         return f"unix://{self.sock}"
 
-    def env(self) -> dict[str, str]:
-        """The environment for tools that call `docker` themselves (ovs-docker)."""
-        return {**os.environ, "DOCKER_HOST": self.host}
-
     def docker(self, *args: str, timeout: float = 60, check: bool = True, input: str | None = None):  # noqa: A002, ANN201
         return run(["docker", "-H", self.host, *args], timeout=timeout, check=check, input=input)
 
@@ -107,7 +104,7 @@ class PrivateDocker:
                 "--ip-masq=false", "--userland-proxy=false", f"--data-root={self.data_root}",
                 f"--exec-root={self.exec_root}", f"--pidfile={self.dir / 'docker.pid'}", "-H", self.host,
                 "--log-level=warn"]  # fmt: skip
-        d = spawn("dockerd", argv, ns=self.ns, logdir=self.dir)
+        d = spawn("dockerd", self._in_lab_ns(argv), ns=None, logdir=self.dir)
         self.procs.append(d)
         try:
             wait_for(lambda: not d.alive() or self.ping(), START_TIMEOUT, interval=0.2, what="dockerd API")
@@ -117,6 +114,15 @@ class PrivateDocker:
             tail = d.output()[-300:].strip().replace("\n", " | ")
             raise CommandError(argv, f"dockerd did not start: {tail}")
         return self.procs
+
+    def _in_lab_ns(self, argv: list[str]) -> list[str]:
+        """dockerd in the lab's network namespace and a private mount namespace of its own. Not `ip
+        netns exec`: it mounts a fresh /sys, which hides the cgroup hierarchies ("Devices cgroup
+        isn't mounted"). A copy of the root mount namespace keeps them, and the overlays and netns
+        files dockerd mounts stay in the copy (gone with its last process)."""
+        if self.ns is None:
+            return argv
+        return ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--propagation", "private", *argv]
 
     def ping(self) -> bool:
         if not self.sock.exists():
@@ -155,6 +161,49 @@ class PrivateDocker:
         kill_leftover_shims(self.exec_root)
         unmount_under(self.dir)
         self.procs.clear()
+
+
+def engine_pid(rundir: Path) -> int | None:
+    """The live dockerd a lab started in `rundir`: its pidfile's pid, if that process is dockerd with
+    this data root on its command line (a recycled pid is someone else's and is left alone)."""
+    try:
+        pid = int((rundir / "docker.pid").read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError):
+        return None
+    mine = f"--data-root={rundir / 'data'}".encode()
+    return pid if argv[0].endswith(b"dockerd") and mine in argv and state != "Z" else None
+
+
+def stop_engine(rundir: Path, timeout: float = 20.0) -> list[int]:
+    """`lab clean` for a private dockerd whose lab is gone (SIGKILLed, or kept): its containers
+    removed through its own API, SIGTERM (it stops containerd and the shims), SIGKILL if it hangs;
+    then the shims, containers and mounts a killed engine leaves. Returns the pids signalled."""
+    killed: list[int] = []
+    pid = engine_pid(rundir)
+    if pid is not None:
+        sock = rundir / "docker.sock"
+        if sock.exists():
+            host = ["docker", "-H", f"unix://{sock}"]
+            ids = subprocess.run([*host, "ps", "-aq", "--no-trunc"], capture_output=True, text=True, timeout=20,
+                                 check=False).stdout.split()  # fmt: skip
+            if ids:
+                subprocess.run([*host, "rm", "-f", *ids], capture_output=True, timeout=60, check=False)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+                killed.append(pid)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + timeout
+            while engine_pid(rundir) == pid and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if engine_pid(rundir) != pid:
+                break
+    killed += kill_leftover_shims(rundir / "exec")
+    unmount_under(rundir)
+    return killed
 
 
 def kill_leftover_shims(exec_root: Path, wait: float = 5.0) -> list[int]:
@@ -217,5 +266,5 @@ def _processes() -> list[tuple[int, list[str]]]:
     return out
 
 
-__all__ = ["LAB_IMAGE", "PrivateDocker", "busybox_rootfs_tar", "busybox_static", "docker_available",
-           "kill_leftover_shims", "unmount_under"]  # fmt: skip
+__all__ = ["LAB_IMAGE", "PrivateDocker", "busybox_rootfs_tar", "busybox_static", "docker_available", "engine_pid",
+           "kill_leftover_shims", "stop_engine", "unmount_under"]  # fmt: skip

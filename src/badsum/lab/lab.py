@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Iterator
 
 from badsum.lab import evidence
+from badsum.lab.docker import LAB_IMAGE, PrivateDocker, docker_available
 from badsum.lab.ovs import PrivateOVS, ovs_available
 from badsum.lab.runner import Background, CommandError, proc_starttime, run, spawn, wait_for
 from badsum.lab.state import CleanReport, LabState, Proc, existing_objects, new_prefix, teardown
-from badsum.lab.topology import Topology, build_commands, ns_name, route_commands
+from badsum.lab.topology import Container, Topology, build_commands, ns_name, route_commands
 
 REQUIRED_TOOLS = ("ip", "ethtool", "nstat", "tcpdump")
 
@@ -26,7 +27,7 @@ class LabError(RuntimeError):
     """The lab cannot run here (not root, a tool missing, a prefix collision); exit code 3."""
 
 
-def preflight(needs_ovs: bool = False, tools: tuple[str, ...] = ()) -> None:
+def preflight(needs_ovs: bool = False, tools: tuple[str, ...] = (), needs_docker: bool = False) -> None:
     if os.geteuid() != 0:
         raise LabError("labs need root (network namespaces, veth, ethtool): run with sudo")
     for tool in (*REQUIRED_TOOLS, *tools):
@@ -34,9 +35,12 @@ def preflight(needs_ovs: bool = False, tools: tuple[str, ...] = ()) -> None:
             raise LabError(f"{tool} is not installed (Debian: apt-get install {_PKG.get(tool, tool)})")
     if needs_ovs and (why := ovs_available()):
         raise LabError(why)
+    if needs_docker and (why := docker_available()):
+        raise LabError(why)
 
 
-_PKG = {"ip": "iproute2", "nstat": "iproute2", "nft": "nftables", "ping": "iputils-ping", "ovs-vsctl": "openvswitch-switch"}
+_PKG = {"ip": "iproute2", "nstat": "iproute2", "nft": "nftables", "ping": "iputils-ping", "ovs-vsctl": "openvswitch-switch",
+        "ovs-docker": "openvswitch-common", "uuidgen": "uuid-runtime"}  # fmt: skip
 
 
 class _Terminated(KeyboardInterrupt):
@@ -51,9 +55,12 @@ class Lab:
         self.prefix = prefix or new_prefix()
         self.out = out
         self.keep = keep
+        self.full = False
+        """The scenario's full (slow) variant was asked for (`lab run --full`)."""
         self.state = LabState(self.prefix, scenario, owner_pid=os.getpid(), owner_starttime=proc_starttime(os.getpid()))
         self.procs: list[Background] = []
         self.ovs: dict[str, PrivateOVS] = {}
+        self.docker: PrivateDocker | None = None
         self._old_term = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -89,20 +96,57 @@ class Lab:
                 for p in ovs.start():
                     self._record(p)
             ovs.add_bridge(br.name, br.ports, br.datapath)
+        if topo.containers:
+            self._start_containers(topo.containers)
         for rs in topo.nft:
             run(["nft", "-f", "-"], ns=self.ns(rs.ns), input=rs.ruleset)
         for argv in route_commands(topo, self.prefix):
             run(argv)
 
+    def _start_containers(self, containers: list[Container]) -> None:
+        """The private dockerd, the lab image, and each container: `docker run --net=none`, wired to
+        its OVS bridge by ovs-docker, its namespace named for the lab's helpers (`ip netns attach`)."""
+        engine_ns = containers[0].engine_ns
+        d = self.docker = PrivateDocker(self.ns(engine_ns), self.state.dir / "docker")
+        # Journaled before dockerd starts: `lab clean` finds it by the pidfile in this directory even
+        # when the run is killed before the process is recorded.
+        self.state.docker_dirs.append(str(d.dir))
+        self.state.save()
+        try:
+            d.start()
+        finally:
+            for p in d.procs:
+                self._record(p)
+        d.import_lab_image()
+        for c in containers:
+            name = self.container_name(c.ns)
+            # sleep 86400: a kept lab's containers outlive an afternoon of trying doctor and fix on them.
+            d.docker("run", "-d", "--net=none", "--name", name, "--label", f"badsum.lab.prefix={self.prefix}",
+                     LAB_IMAGE, "sleep", "86400")  # fmt: skip
+            ovs = self.ovs[c.engine_ns]
+            # ovs-docker calls `docker` and `ovs-vsctl` itself: pointed at our engine and our ovsdb
+            # (OVS_RUNDIR holds db.sock), never at a Docker or Open vSwitch the host runs.
+            run(["env", f"DOCKER_HOST={d.host}", f"OVS_RUNDIR={ovs.dir}", "ovs-docker", "add-port", c.bridge, c.iface,
+                 name, f"--ipaddress={c.address}"], ns=self.ns(c.engine_ns), timeout=90)  # fmt: skip
+            run(["ip", "netns", "attach", self.ns(c.ns), str(d.pid_of(name))])
+
+    def container_name(self, ns: str) -> str:
+        """Docker's name for the container holding lab namespace `ns`."""
+        c = next(c for c in self.topology.containers if c.ns == ns)
+        return f"{self.prefix}-{c.name}"
+
     def __exit__(self, *exc: object) -> None:
         try:
-            # A kept lab keeps its private Open vSwitch running (journaled: `lab clean` stops it by
-            # pid and start time), so that doctor and fix can be tried on the live topology.
-            daemons = {id(p) for o in self.ovs.values() for p in o.procs} if self.keep else set()
+            # A kept lab keeps its private Open vSwitch and dockerd running (journaled: `lab clean`
+            # stops them by pid and start time), so that doctor and fix can be tried on the live topology.
+            engines = [*self.ovs.values(), *([self.docker] if self.docker else [])]
+            daemons = {id(p) for o in engines for p in o.procs}
             for p in reversed(self.procs):
                 if id(p) not in daemons:
                     p.stop()
             if not self.keep:
+                if self.docker is not None:
+                    self.docker.stop()  # its containers first, while dockerd still answers
                 for o in self.ovs.values():
                     o.stop()
                 teardown(self.state, CleanReport())

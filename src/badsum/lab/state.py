@@ -13,7 +13,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from badsum.lab import evidence
+from badsum.lab import docker, evidence
 from badsum.lab.runner import proc_starttime
 
 #: Where runs keep their journal; tests may point it elsewhere.
@@ -54,6 +54,8 @@ class LabState:
     procs: list[Proc] = field(default_factory=list)
     tracefs_instance: str | None = None
     mounted_tracefs: str | None = None
+    docker_dirs: list[str] = field(default_factory=list)
+    """Run directories of private dockerds (pidfile, socket, data and exec roots), journaled before start."""
 
     @property
     def dir(self) -> Path:
@@ -169,8 +171,12 @@ def clean(prefix: str | None = None) -> CleanReport:
     journals = sorted(RUN_ROOT.glob("*/state.json")) if RUN_ROOT.exists() else []
     seen = set()
     for path in journals:
+        if prefix is not None and path.parent.name != prefix:
+            continue  # another run's journal: not read, so its concurrent teardown cannot fail this clean
         try:
             state = LabState.load(path)
+        except FileNotFoundError:
+            continue  # removed by its own run's teardown since the glob
         except (OSError, ValueError, TypeError) as e:
             report.errors.append(f"unreadable journal {path}: {e}")
             continue
@@ -195,6 +201,12 @@ def clean(prefix: str | None = None) -> CleanReport:
 
 
 def teardown(state: LabState, report: CleanReport) -> None:
+    # dockerd first, while its API can still remove the containers; then whatever a SIGKILL left.
+    for d in state.docker_dirs:
+        if Path(d).parent != state.dir:  # only an engine inside this run's own directory
+            report.errors.append(f"journal names a docker directory outside {state.dir}: {d}")
+            continue
+        report.killed += docker.stop_engine(Path(d))
     for p in state.procs:
         kill_recorded(p, report)
     for ns in list_netns():

@@ -123,6 +123,22 @@ class Nft:
     ruleset: str
 
 
+@dataclass(frozen=True, slots=True)
+class Container:
+    """A Docker container of the lab's private dockerd, started `--net=none` and attached to an OVS
+    bridge with `ovs-docker add-port`; its network namespace gets the lab name `ns` (`ip netns attach`)."""
+
+    ns: str
+    """The lab namespace name its network namespace is given (listed in Topology.namespaces, never created)."""
+    name: str
+    """Docker's name for it is `<prefix>-<name>`: recognisably the lab's, and not its namespace's name."""
+    engine_ns: str
+    """Where dockerd and the OVS bridge run (the lab's `host`)."""
+    bridge: str
+    address: str
+    iface: str = "eth0"
+
+
 @dataclass(slots=True)
 class Topology:
     """A lab topology: namespaces and the objects in them, built in declaration order."""
@@ -139,11 +155,17 @@ class Topology:
     features: list[Feature] = field(default_factory=list)
     sysctls: list[Sysctl] = field(default_factory=list)
     nft: list[Nft] = field(default_factory=list)
+    containers: list[Container] = field(default_factory=list)
+
+    @property
+    def attached(self) -> set[str]:
+        """Namespaces a container holds: named with `ip netns attach`, not created with `ip netns add`."""
+        return {c.ns for c in self.containers}
 
     def validate(self) -> None:
         known = set(self.namespaces)
         objs = [*self.veths, *self.bridges, *self.ovs, *self.vxlans, *self.mtus, *self.addresses,
-                *self.routes, *self.features, *self.sysctls, *self.nft]  # fmt: skip
+                *self.routes, *self.features, *self.sysctls, *self.nft, *self.containers]  # fmt: skip
         for o in objs:
             for ns in (getattr(o, "ns", None), getattr(o, "a_ns", None), getattr(o, "b_ns", None)):
                 if ns is not None and ns not in known:
@@ -169,11 +191,12 @@ def ns_name(prefix: str, ns: str) -> str:
 
 
 def build_commands(t: Topology, prefix: str) -> list[list[str]]:
-    """The argv lists that build `t` (OVS bridges excepted: they need the private daemon)."""
+    """The argv lists that build `t` (OVS bridges and containers excepted: they need the private daemons)."""
     t.validate()
     n = lambda ns: ns_name(prefix, ns)  # noqa: E731
-    cmds: list[list[str]] = [["ip", "netns", "add", n(ns)] for ns in t.namespaces]
-    cmds += [["ip", "-n", n(ns), "link", "set", "lo", "up"] for ns in t.namespaces]
+    made = [ns for ns in t.namespaces if ns not in t.attached]
+    cmds: list[list[str]] = [["ip", "netns", "add", n(ns)] for ns in made]
+    cmds += [["ip", "-n", n(ns), "link", "set", "lo", "up"] for ns in made]
     for v in t.veths:
         cmds.append(["ip", "-n", n(v.a_ns), "link", "add", v.a, "type", "veth", "peer", "name", v.b, "netns", n(v.b_ns)])
         if v.mtu:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from badsum.lab.scenarios import (
     bad_wire,
+    docker_ovs,
     offload_matrix,
     ovs_userspace_veth,
     veth_marks_verified,
@@ -14,6 +15,7 @@ from badsum.lab.scenarios.base import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
     ovs_userspace_veth.SCENARIO,
+    docker_ovs.SCENARIO,
     bad_wire.SCENARIO,
     veth_marks_verified.SCENARIO,
     vxlan_mtu_df.SCENARIO,

@@ -24,16 +24,22 @@ class Scenario:
     body: Callable[[Lab, ScenarioResult, bool], None]
     """Drives traffic, captures, records evidence; applies the fix when told."""
     needs_ovs: bool = False
+    needs_docker: bool = False
+    """A private dockerd (Debian's docker.io) and the busybox-static image it imports."""
     tools: tuple[str, ...] = ()
     watch: tuple[str, ...] = ()
     """Namespaces whose checksum counters are read before and after."""
+    full: str | None = None
+    """What `lab run --full` changes, for a scenario with a slow, complete variant (None: it has none)."""
 
-    def run(self, out: Path, *, fix: bool = False, keep: bool = False, prefix: str | None = None) -> ScenarioResult:
-        preflight(self.needs_ovs, self.tools)
+    def run(self, out: Path, *, fix: bool = False, keep: bool = False, prefix: str | None = None,
+            full: bool = False) -> ScenarioResult:  # fmt: skip
+        preflight(self.needs_ovs, self.tools, self.needs_docker)
         result = ScenarioResult(self.name, self.title, fix_applied=False, symptom_observed=False)
         t0 = time.monotonic()
         with Lab(self.topology(), scenario=self.name, out=out, prefix=prefix, keep=keep) as lab:
             result.prefix = lab.prefix
+            lab.full = full and self.full is not None
             tracer = DropTracer(f"badsum-{lab.prefix}")
             lab.state.tracefs_instance = None
             if tracer.start():

@@ -9,6 +9,8 @@ ICMP works because its checksum is always computed in software: "ping works, TCP
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from badsum.lab.lab import Lab
 from badsum.lab.result import ScenarioResult
 from badsum.lab.scenarios import checks
@@ -38,11 +40,13 @@ POINTS = {
 }
 
 
-def phase(lab: Lab, result: ScenarioResult, label: str, port: int) -> bool:
-    """One round of traffic with captures; returns whether the symptom showed."""
+def phase(lab: Lab, result: ScenarioResult, label: str, port: int, points: dict[str, tuple[str, str]] = POINTS,
+          ping: Callable[[], dict] | None = None) -> bool:  # fmt: skip
+    """One round of traffic with captures at `points` (c2:eth0 among them); returns whether the
+    symptom showed. `ping` pings c2 from c1 (default: the host's ping inside c1)."""
     before = lab.counters(["c2"])
-    with lab.capture(POINTS, tag=label) as caps, lab.follow(f"host {C2}") as fol:
-        ping = lab.ping("c1", C2, count=3)
+    with lab.capture(points, tag=label) as caps, lab.follow(f"host {C2}") as fol:
+        ping_result = ping() if ping is not None else lab.ping("c1", C2, count=3)
         tcp = lab.tcp_transfer("c1", "c2", C2, port=port, nbytes=100_000, timeout=4)
     after = lab.counters(["c2"])
     result.follow[label] = fol.data if fol.data is not None else {"not_run": fol.why_not}
@@ -51,8 +55,8 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port: int) -> bool:
     csum_errors = after["c2"]["TcpInCsumErrors"] - before["c2"]["TcpInCsumErrors"]
     for point, path in caps.items():
         result.captures[f"{label} {point}"] = str(path)
-    result.traffic[label] = {"ping": ping, "tcp": tcp}
-    result.add("ping", f"{label}: ICMP echo {ping['received']}/{ping['sent']} answered", ping)
+    result.traffic[label] = {"ping": ping_result, "tcp": tcp}
+    result.add("ping", f"{label}: ICMP echo {ping_result['received']}/{ping_result['sent']} answered", ping_result)
     result.add("application", f"{label}: TCP transfer {'delivered intact' if tcp['ok'] else 'failed'}"
                + (" (CORRUPT data delivered)" if tcp["corrupt_delivered"] else ""), tcp["server"])  # fmt: skip
     result.add("nstat", f"{label}: TcpInCsumErrors in c2 rose by {csum_errors}", csum_errors)
@@ -60,15 +64,22 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port: int) -> bool:
     result.add("tcpdump", f"{label}: {arriving} TCP segments arrive at c2:eth0 with an incorrect checksum", arriving)
     partial = checks.badsum_statuses(caps["c2:eth0"]).get(("tcp", "partial"), 0)
     result.add("badsum pcap", f"{label}: {partial} of them hold the pseudo-header sum alone (partial)", partial)
-    return ping["ok"] and not tcp["ok"] and csum_errors > 0
+    return ping_result["ok"] and not tcp["ok"] and csum_errors > 0
 
 
 def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
+    observe_and_fix(lab, result, fix)
+
+
+def observe_and_fix(lab: Lab, result: ScenarioResult, fix: bool, points: dict[str, tuple[str, str]] = POINTS,
+                    ping: Callable[[], dict] | None = None) -> None:  # fmt: skip
+    """The scenario's phases (shared with docker-ovs): the symptom, then with `fix` the same traffic
+    after `ethtool -K eth0 tx off` in c1 and c2; sets the result's verdict."""
     lab.ovs["host"].vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=false")
     feats = lab.features("c1", "eth0")
     result.add("ethtool", f"c1:eth0 tx-checksum-ip-generic is {'on' if feats.get('tx-checksum-ip-generic') else 'off'}",
                feats.get("tx-checksum-ip-generic"))  # fmt: skip
-    broken = phase(lab, result, "before fix" if fix else "run", 9000)
+    broken = phase(lab, result, "before fix" if fix else "run", 9000, points, ping)
     symptom = broken
     if fix:
         for ns, dev in FIX_TARGETS:
@@ -76,7 +87,7 @@ def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
         off = all(not lab.features(ns, dev).get("tx-checksum-ip-generic") for ns, dev in FIX_TARGETS)
         result.add("ethtool", f"fix: `ethtool -K eth0 tx off` in c1 and c2; ethtool --json -k confirms off: {off}", off)
         result.fix_applied = True
-        symptom = phase(lab, result, "after fix", 9002)
+        symptom = phase(lab, result, "after fix", 9002, points, ping)
     result.symptom_observed = symptom
     result.reproduced = broken
     if fix:
