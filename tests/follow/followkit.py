@@ -19,7 +19,8 @@ from badsum.follow.result import follow_analysis, to_data
 
 #: skb->head to the MAC header (what NET_SKB_PAD and a little more leave in front).
 HEAD = 64
-NETNS = {"host": 4026531840, "c1": 4026532301, "c2": 4026532302, "relay": 4026532303, "node1": 4026532304}
+NETNS = {"host": 4026531840, "c1": 4026532301, "c2": 4026532302, "relay": 4026532303, "node1": 4026532304,
+         "node2": 4026532305}
 NAMES = {inode: name for name, inode in NETNS.items()}
 A, B = "192.0.2.1", "192.0.2.2"
 N1, N2, NAT = "198.51.100.1", "198.51.100.2", "203.0.113.1"
@@ -43,9 +44,10 @@ def data_segment(payload: bytes = PAYLOAD, *, ip_id: int = 9, seq: int = 5000, p
     return bytes(pkt)
 
 
-def vxlan(inner: bytes, *, src: str = N1, sport: int = 40000, chksum: int | None = 0, ip_id: int = 5) -> bytes:
+def vxlan(inner: bytes, *, src: str = N1, sport: int = 40000, chksum: int | None = 0, ip_id: int = 5,
+          dport: int = 4789) -> bytes:  # fmt: skip
     """`inner` (an Ethernet frame) in VXLAN over UDP 4789; `chksum` None: scapy computes it."""
-    return bytes(Ether(**MAC) / IP(src=src, dst=N2, id=ip_id) / UDP(sport=sport, dport=4789, chksum=chksum) / VXLAN(vni=42)
+    return bytes(Ether(**MAC) / IP(src=src, dst=N2, id=ip_id) / UDP(sport=sport, dport=dport, chksum=chksum) / VXLAN(vni=42)
                  / Ether(inner))  # fmt: skip
 
 
@@ -73,7 +75,7 @@ class Kit:
 
     def add(self, hook: Hook, skb: int, dev: str, frame: bytes, *, summed: IpSummed = IpSummed.NONE, l4: int | None = None,
             csum_offset: int = 16, csum: int = 0, level: int = 0, wire_len: int | None = None, data_len: int = 0,
-            gso_size: int = 0, reason: str = "", at: int | None = None, l2: bool = True) -> KernelEvent:  # fmt: skip
+            gso_size: int = 0, reason: str = "", at: int | None = None, l2: bool = True, mark: int = 0) -> KernelEvent:  # fmt: skip
         """`dev` is `NS:IFNAME`; `l4`: offset of the pending checksum's L4 header in `frame` (default: the outer one)."""
         ns, _, ifname = dev.partition(":")
         self.now = at if at is not None else self.now + 1000
@@ -85,7 +87,7 @@ class Kit:
             csum=csum, csum_start=HEAD + l4 if summed == IpSummed.PARTIAL else 0,
             csum_offset=csum_offset if summed == IpSummed.PARTIAL else 0, csum_level=level, csum_valid=False,
             encapsulation=False, gso_size=gso_size, gso_segs=0, gso_type=0, len=wire_len or len(frame), data_len=data_len,
-            mark=0, protocol=int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0, dev_type=ARPHRD_ETHER,
+            mark=mark, protocol=int.from_bytes(frame[12:14], "big") if len(frame) >= 14 else 0, dev_type=ARPHRD_ETHER,
             data=frame, data_offset=HEAD, wire_len=wire_len or len(frame), l2=l2, reason=13 if reason else 0,
             reason_name=reason, location=0xFFFFFFFF81000000 if reason else 0, location_name="tcp_v4_rcv" if reason else "",
         )  # fmt: skip

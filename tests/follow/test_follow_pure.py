@@ -360,7 +360,9 @@ def test_every_cause_is_in_the_catalogue() -> None:
 
 def test_kb004_as_the_kernel_shows_it_outer_wrong_where_first_seen() -> None:
     # The SNAT and its "update" happen in POSTROUTING, before any hook sees the outer header: the
-    # first hop with the encapsulation already carries the wrong sum while the inner one is pending.
+    # first hop with the encapsulation already carries the wrong sum while the inner one is pending
+    # (a NIC with TX offload). A VXLAN device writes 0 or a complete sum, so the field was rewritten
+    # on the way; a vmxnet3 NIC (KB-006) writes after this hook, so it cannot be it.
     inner = syn(pending=True)
     outer = vxlan(inner, src=NAT, sport=50000, chksum=0xBEEF)
     right = Ether(vxlan(syn(), src=NAT, sport=50000, chksum=None))[UDP].chksum  # over the completed inner
@@ -370,12 +372,104 @@ def test_kb004_as_the_kernel_shows_it_outer_wrong_where_first_seen() -> None:
     k.add(XMIT, 0x1, "host:flannel.1", inner, summed=PARTIAL)
     k.add(XMIT, 0x1, "host:eth0", outer, summed=PARTIAL, l4=14 + 20 + 8 + 8 + 14 + 20)
     fb = only_flow(k.data())["first_bad_hop"]
-    assert (fb["after"], fb["before"], fb["kind"]) == ("host:flannel.1", "host:eth0", "bad")
-    assert "udp checksum wrong" in fb["why"] and "encapsulation was added" in fb["why"]
-    assert [c["id"] for c in fb["likely_causes"]] == ["KB-004", "KB-006"]
-    assert fb["evidence"]["before"]["checksum"]["computed"] == f"0x{right:04x}"
-    assert fb["evidence"]["before"]["ip_summed"] == "PARTIAL"
-    assert fb["evidence"]["before"]["field"] == 14 + 20 + 8 + 8 + 14 + 20 + 16
+    assert (fb["after"], fb["before"], fb["kind"]) == ("host:flannel.1", "host:eth0", "rewritten")
+    # Nothing shows the sum at encapsulation: both things a VXLAN device writes are named.
+    assert fb["why"].startswith("outer UDP checksum 0 (none) or complete at encapsulation"), fb["why"]
+    assert f"0xbeef on host:eth0 (bad, should be 0x{right:04x}" in fb["why"]
+    assert "between host:flannel.1 and host:eth0" in fb["why"] and "skb->mark" not in fb["why"]
+    assert [c["id"] for c in fb["likely_causes"]] == ["KB-004"]
+    before = fb["evidence"]["before"]
+    assert before["checksum"]["computed"] == f"0x{right:04x}"
+    assert before["ip_summed"] == "PARTIAL" and before["encapsulated_after"] == "host:flannel.1"
+    assert before["field"] == 14 + 20 + 8 + 8 + 14 + 20 + 16
+    assert before["outer"] == {"src": NAT, "dst": "198.51.100.2", "sport": 50000, "dport": 4789, "ip_id": 5,
+                               "udp_checksum": "0xbeef", "tunnel": "vxlan"}  # fmt: skip
+
+
+def flannel_kb004(k: Kit, *, siblings: int, sport: int = 64062, mark: int = 0x4000) -> int:
+    """vxlan-double-snat as follow sees it on a kernel without ea64d8d6c675: the inner SYN at
+    node1:flannel.1 (PARTIAL, already SNATed to the tunnel address), the outer packet at node1:eth0
+    (TX offload off: skb_checksum_help() finished the inner sum, ip_summed NONE) with the pre-5.7
+    value for a port-only SNAT (0xffff) and kube-proxy's mark, received and dropped by node2's UDP;
+    then `siblings` later packets of the connection through the same tunnel, unmarked, outer sum 0.
+    Returns the right outer checksum of the SNATed packet."""
+    inner = syn(pending=True)
+    bad = vxlan(syn(), sport=sport, chksum=0xFFFF, dport=8472, ip_id=11)
+    k.add(XMIT, 0x1, "node1:flannel.1", inner, summed=PARTIAL, mark=mark)
+    k.add(XMIT, 0x1, "node1:eth0", bad, mark=mark)
+    k.add(RECV, 0x2, "node2:eth0", bad)
+    k.add(DROP, 0x2, "node2:eth0", bad, summed=COMPLETE, reason="UDP_CSUM")
+    for i in range(siblings):
+        t = 2_000_000_000 + i * 10_000_000
+        again = syn(pending=True, seq=1000 + i) if i else inner  # the retried SYN, then the same flow's next packets
+        done = syn(seq=1000 + i)
+        k.add(XMIT, 0x10 + i, "node1:flannel.1", again, summed=PARTIAL, at=t)
+        k.add(XMIT, 0x10 + i, "node1:eth0", vxlan(done, sport=41000, chksum=0, dport=8472, ip_id=20 + i))
+        k.add(RECV, 0x20 + i, "node2:eth0", vxlan(done, sport=41000, chksum=0, dport=8472, ip_id=20 + i))
+    right = Ether(vxlan(syn(), sport=sport, chksum=None, dport=8472))[UDP].chksum
+    assert right not in (0, 0xFFFF)
+    return right
+
+
+def test_kb004_flannel_zero_at_encapsulation_wrong_after_node1s_nat() -> None:
+    k = Kit()
+    right = flannel_kb004(k, siblings=3)
+    data = k.data()
+    fb = only_flow(data)["first_bad_hop"]
+    assert (fb["after"], fb["before"], fb["kind"]) == ("node1:flannel.1", "node1:eth0", "rewritten")
+    assert fb["packets"] == 1
+    why = fb["why"]
+    # Zero at encapsulation (what the same tunnel sent otherwise), the wrong value after, the SNAT.
+    assert why.startswith("outer UDP checksum 0 at encapsulation (3 other packets of this VXLAN tunnel left "
+                          "node1:eth0 with 0"), why
+    assert f"0xffff on node1:eth0 (bad, should be 0x{right:04x}, or 0 for none)" in why
+    assert "source port rewritten (SNAT)" in why and "skb->mark 0x4000" in why
+    assert "port changed" in why and "ea64d8d6c675" in why
+    assert [c["id"] for c in fb["likely_causes"]] == ["KB-004"] and "unmark" in fb["fix"]
+    before = fb["evidence"]["before"]
+    assert (before["hook"], before["ip_summed"], before["mark"]) == ("xmit", "NONE", "0x4000")
+    assert (before["checksum"]["layer"], before["checksum"]["depth"], before["checksum"]["stored"]) == ("udp", 0, "0xffff")
+    assert before["outer"]["sport"] == 64062 and before["outer"]["dport"] == 8472 and before["outer"]["ip_id"] == 11
+    assert fb["evidence"]["after"]["kind"] == "pending"
+    # node2's UDP dropped the one packet (its UdpInCsumErrors would count 1).
+    assert [(d["label"], d["reason"], d["count"]) for d in data["drops"]] == [("node2:eth0", "UDP_CSUM", 1)]
+
+
+def test_kb004_without_the_kube_proxy_mark_still_names_the_rewrite_but_not_the_snat() -> None:
+    k = Kit()
+    flannel_kb004(k, siblings=0, mark=0)
+    fb = only_flow(k.data())["first_bad_hop"]
+    assert (fb["before"], fb["kind"]) == ("node1:eth0", "rewritten")
+    assert fb["why"].startswith("outer UDP checksum 0 (none) or complete at encapsulation")
+    assert "skb->mark" not in fb["why"] and "SNAT" not in fb["why"]
+    assert [c["id"] for c in fb["likely_causes"]] == ["KB-004"]
+
+
+def test_a_right_outer_sum_after_encapsulation_is_no_fault() -> None:
+    # After the fix (or with the unmark rules) the outer packet leaves with 0 and nothing is bad.
+    k = Kit()
+    inner = syn(pending=True)
+    k.add(XMIT, 0x1, "node1:flannel.1", inner, summed=PARTIAL, mark=0x4000)
+    k.add(XMIT, 0x1, "node1:eth0", vxlan(syn(), sport=64062, chksum=0, dport=8472), mark=0x4000)
+    k.add(RECV, 0x2, "node2:eth0", vxlan(syn(), sport=64062, chksum=0, dport=8472))
+    data = k.data()
+    assert only_flow(data)["first_bad_hop"] is None and data["drops"] == []
+
+
+def test_a_wrong_outer_sum_first_seen_at_receive_can_be_the_nic_kb006() -> None:
+    # Right (non-zero) on the sender's transmit, wrong where received: written after the transmit
+    # hook, by the NIC (vmxnet3's tunnel offload) or the wire; no NAT in between.
+    done = syn()
+    good = vxlan(done, chksum=None, dport=8472)
+    wrong = bytearray(good)
+    wrong[40:42] = b"\x12\x34"
+    assert Ether(good)[UDP].chksum != 0x1234
+    k = Kit()
+    k.add(XMIT, 0x1, "node1:eth0", good)
+    k.add(RECV, 0x2, "node2:eth0", bytes(wrong))
+    fb = only_flow(k.data())["first_bad_hop"]
+    assert (fb["before"], fb["kind"]) == ("node2:eth0", "bad")
+    assert "KB-006" in [c["id"] for c in fb["likely_causes"]]
 
 
 def test_kb004_partial_inner_zero_outer_then_rewritten() -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import platform
 import re
+import shlex
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -336,3 +338,211 @@ def test_the_labs_reference_arithmetic_matches_the_kernel_formula() -> None:
             assert kb004.old_kernel_check(old, new, *ports) == old_nat_check(old, new), (old, new, ports)
     # CHECKSUM_NONE with a zero field: do_csum was false, the 0 stayed.
     assert kb004.old_kernel_check("10.0.0.1", "10.0.0.2", 1, 2, ip_summed=kb004.CHECKSUM_NONE) == 0
+
+
+# -- badsum follow (eBPF) during the phases ------------------------------------------------------
+
+_TCPDUMP_IP = re.compile(r"\bid (\d+),.*proto UDP")
+_TCPDUMP_UDP = re.compile(r"^\s+198\.51\.100\.1\.(\d+) > 198\.51\.100\.2\.8472: \[(bad udp cksum 0x([0-9a-f]+) -> "
+                          r"0x([0-9a-f]+)!|no cksum|udp sum ok)\]")  # fmt: skip
+
+
+def tcpdump_outer_checks(path: Path, nflog: bool = False) -> dict[int, dict]:
+    """tcpdump -vv's view of node1's outer UDP checksums, by outer IP id: the source port, the value in the
+    field and the value tcpdump computed (for a bad one), or 0 for `no cksum`."""
+    out: dict[int, dict] = {}
+    ip_id = None
+    for line in tcpdump_udp(path, nflog).splitlines():
+        if (m := _TCPDUMP_IP.search(line)) and not line.startswith(" "):
+            ip_id = int(m[1])
+        elif ip_id is not None and (u := _TCPDUMP_UDP.match(line)):
+            stored = int(u[3], 16) if u[3] else 0 if u[2] == "no cksum" else None
+            out[ip_id] = {"sport": int(u[1]), "stored": stored, "right": int(u[4], 16) if u[4] else None}
+            ip_id = None
+    return out
+
+
+def follow_of(run: Run, phase: str) -> dict:
+    data = run.result.follow.get(phase)
+    assert data is not None and "not_run" not in data, f"badsum follow did not run in {phase}: {data}"
+    assert data["recording"]["lost"] == {"ring_full": 0, "rate_limited": 0}, data["recording"]
+    return data
+
+
+@pytest.mark.parametrize(("which", "phase"), [("vulnerable", "run"), ("fixed", "before fix")])
+def test_follow_names_node1s_nat_as_the_first_bad_hop(which: str, phase: str, request: pytest.FixtureRequest) -> None:
+    """follow sees the inner SYN at node1:flannel.1 and the outer packet first at node1:eth0 (the SNAT
+    and its checksum "update" happen in POSTROUTING, where no tracepoint is): it names that hop,
+    rewritten, with KB-004. tcpdump on node1's NFLOG probe (before nat) and wire captures confirms the
+    packet it names: 0 before nat, the value follow read after it, another source port."""
+    run: Run = request.getfixturevalue(which)
+    r, data = run.result, follow_of(run, phase)
+    bad = [f for f in data["flows"] if f["first_bad_hop"]]
+    assert len(bad) >= 3, [f["text"] for f in data["flows"]]  # the first SYN of each of 4 connections
+    pre = tcpdump_outer_checks(Path(r.captures[f"{phase} node1:nflog"]), nflog=True)
+    wire = tcpdump_outer_checks(Path(r.captures[f"{phase} node1:eth0"]))
+    for f in bad:
+        fb = f["first_bad_hop"]
+        assert (fb["after"], fb["before"], fb["kind"]) == ("node1:flannel.1", "node1:eth0", "rewritten"), fb
+        assert [c["id"] for c in fb["likely_causes"]] == ["KB-004"], fb["likely_causes"]
+        assert fb["why"].startswith("outer UDP checksum 0 at encapsulation ("), fb["why"]
+        assert "source port rewritten (SNAT)" in fb["why"] and "unmark" in fb["fix"]
+        before, after = fb["evidence"]["before"], fb["evidence"]["after"]
+        assert (after["device"], after["hook"], after["kind"]) == ("node1:flannel.1", "xmit", "pending")
+        assert (before["hook"], before["mark"], before["encapsulated_after"]) == ("xmit", "0x4000", "node1:flannel.1")
+        outer, check = before["outer"], before["checksum"]
+        assert (check["layer"], check["depth"], check["status"]) == ("udp", 0, "bad")
+        # tcpdump: the very packet (outer IP id) left node1:eth0 with the value follow read and the
+        # right sum follow computed, and before nat it had no checksum and another source port.
+        seen = wire[outer["ip_id"]]
+        assert seen["sport"] == outer["sport"] and seen["stored"] == int(outer["udp_checksum"], 16) == int(check["stored"], 16)
+        assert seen["stored"] == old_nat_check(NODE1, NODE1) and seen["right"] == int(check["computed"], 16)
+        assert f"0x{seen['stored']:04x} on node1:eth0 (bad, should be 0x{seen['right']:04x}" in fb["why"]
+        assert pre[outer["ip_id"]]["stored"] == 0 and pre[outer["ip_id"]]["sport"] != outer["sport"]
+    # The other packets of the service's connections (retried SYNs, data) left node1:eth0 with 0 (tshark,
+    # which reads the inner TCP port): the count follow cites for "0 at encapsulation".
+    zero = sum(1 for p in service_outer(run, phase, "node1:eth0") if p["csum"] == 0)
+    assert zero > 0 and all(f"({zero} other packets of this VXLAN tunnel" in f["first_bad_hop"]["why"] for f in bad)
+    # node2's UDP dropped exactly those: follow's UDP_CSUM drops = tcpdump's bad sums at node2 = nstat.
+    drops = [d for d in data["drops"] if d["reason"] == "UDP_CSUM"]
+    assert [d["label"] for d in drops] == ["node2:eth0"], data["drops"]
+    bad_rx = tcpdump_bad_udp(Path(r.captures[f"{phase} node2:eth0"]))
+    assert drops[0]["count"] == bad_rx == sum(f["first_bad_hop"]["packets"] for f in bad)
+    assert bad_rx == run.live["udp_csum_errors_node2"]  # the namespace's whole life; after the fix it adds 0
+    assert f"{phase}: first bad hop node1:flannel.1 -> node1:eth0: rewritten (KB-004)" in (run.out / "summary.txt").read_text()
+
+
+def test_follow_after_the_fix_sees_no_fault_and_no_drop(fixed: Run) -> None:
+    data = follow_of(fixed, "after fix")
+    assert data["summary"]["journeys"] >= 4 * 3, data["summary"]  # SYN, ACK, data at least, per connection
+    assert [f["text"] for f in data["flows"] if f["first_bad_hop"]] == []
+    assert [d for d in data["drops"] if d["reason"] == "UDP_CSUM"] == []
+    # The outer packets went by node1:eth0 with checksum 0 (tcpdump agrees: no bad sum there).
+    rows = [h for f in data["flows"] for h in f["hops"] if (h["device"], h["direction"]) == ("node1:eth0", "out")]
+    assert rows and all(set(h["kinds"]) <= {"ok", "unverifiable"} for h in rows), rows
+    assert tcpdump_bad_udp(Path(fixed.result.captures["after fix node1:eth0"])) == 0
+
+
+# -- badsum doctor on the lab's configuration --------------------------------------------------------
+
+
+def doctor(ns: str) -> tuple[int, dict]:
+    r = subprocess.run([sys.executable, "-m", "badsum", "doctor", "--json", "-v", "--namespace", ns], capture_output=True,
+                       text=True, timeout=120, check=False)  # fmt: skip
+    return r.returncode, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("fix", [False, True], ids=["vulnerable", "unmark-rules"])
+def test_doctor_flags_kb004_on_the_lab_and_names_the_emulation(fix: bool, tmp_path: Path) -> None:
+    """`badsum doctor --json` on node1 while the lab's configuration is live (no traffic). Oracles:
+    `iptables -S` for the rule, `tc -j filter show` for the emulation program and its id."""
+    need_root()
+    for tool in ("ip", "ethtool", "nstat", "tcpdump", "iptables", "iptables-restore", "tc"):
+        need_tool(tool)
+    from badsum.lab.scenarios.vxlan_double_snat import configured
+
+    with configured(tmp_path / "lab", fix=fix) as (lab, emu):
+        prefix, ns = lab.prefix, lab.ns("node1")
+        rules = sh(prefix, "node1", "iptables", "-t", "nat", "-S", "KUBE-POSTROUTING").splitlines()
+        shown = json.loads(sh(prefix, "node1", "tc", "-j", "filter", "show", "dev", "eth0", "egress") or "[]")
+        code, doc = doctor(ns)
+    assert not netns_of(prefix)
+    progs = [f["options"]["prog"] for f in shown if f.get("options", {}).get("prog")]
+    kb004 = [f for f in doc["data"]["findings"] + doc["data"]["outcomes"] if f["rule"] == "KB-004"]
+    assert kb004, doc["data"]
+    if emulating():
+        assert [p["name"] for p in progs] == [PROGRAM] and emu is not None and emu.program_id == progs[0]["id"]
+    if fix:
+        # The unmark rules: nothing to flag, with the emulation still attached (it acts on nothing).
+        assert any("! --mark 0x4000/0x4000" in x and "RETURN" in x for x in rules), rules
+        assert [f["outcome"] for f in kb004] == ["pass"], kb004
+        assert kb004[0]["objects"] == [{"namespace": ns, "name": "flannel.1", "kind": "vxlan"}]
+        assert not [f for f in doc["data"]["findings"] if f["rule"] == "KB-004"]
+        return
+    (f,) = kb004
+    assert code == 1
+    names = {(o["namespace"], o["name"]) for o in f["objects"]}
+    assert {(ns, "flannel.1"), (ns, "nat/KUBE-POSTROUTING")} <= names
+    masq = [x for x in rules if "MASQUERADE" in x]
+    assert len(masq) == 1 and "--random-fully" in masq[0] and "--mark 0x4000/0x4000" in masq[0], rules
+    # The rule as iptables -S prints it (after `-A KUBE-POSTROUTING`), quoted as a shell would.
+    assert shlex.join(shlex.split(masq[0])[2:]) in f["evidence"], f["evidence"]
+    assert f"{ns}:flannel.1 (VXLAN, port 8472, outer UDP checksum off)" in f["evidence"]
+    if emulating():
+        pid = progs[0]["id"]
+        assert f["outcome"] == "fail" and f["reason"].startswith("EMULATED: kernel "), f["reason"]
+        assert f"attached at {ns}:eth0 (tc egress, program {PROGRAM} id {pid})" in f["reason"]
+        assert "carries the fix" in f["reason"] and "EMULATED" in f["evidence"]
+        assert f["facts"]["emulated"] == {"kb": "KB-004", "emulated": True, "namespace": ns, "device": "eth0",
+                                          "hook": "tc egress", "program": PROGRAM, "id": pid}  # fmt: skip
+        assert (ns, f"eth0/tc-egress/{PROGRAM}") in names
+    else:
+        assert f["outcome"] == "fail" and "emulated" not in f["facts"]
+
+
+def test_doctor_without_the_emulation_only_warns_on_a_fixed_kernel(tmp_path: Path) -> None:
+    """The same configuration with the program taken off: the kernel's own fix applies again."""
+    need_root()
+    for tool in ("ip", "ethtool", "nstat", "tcpdump", "iptables", "iptables-restore", "tc"):
+        need_tool(tool)
+    if not emulating():
+        pytest.skip("kernel older than 5.7: the rule fails on the real bug, with or without the emulation")
+    from badsum.lab import kb004
+    from badsum.lab.scenarios.vxlan_double_snat import configured
+
+    with configured(tmp_path / "lab") as (lab, _):
+        kb004.detach(lab, "node1", "eth0")
+        shown = json.loads(sh(lab.prefix, "node1", "tc", "-j", "filter", "show", "dev", "eth0", "egress") or "[]")
+        _, doc = doctor(lab.ns("node1"))
+    assert shown == []
+    (f,) = [f for f in doc["data"]["findings"] if f["rule"] == "KB-004"]
+    assert f["outcome"] == "warn" and "EMULATED" not in f["reason"] + f["evidence"] and "emulated" not in f["facts"]
+
+
+def inner_syn_times(path: Path) -> dict[int, list[float]]:
+    """tcpdump's view of the client's SYNs on node1:flannel.1: {client port: [seconds after its first SYN]}."""
+    r = subprocess.run(["tcpdump", "-n", "-tt", "-r", str(path), "tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0"],
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    out: dict[int, list[float]] = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"^(\d+\.\d+) IP [0-9.]+\.(\d+) > ", line)
+        if m:
+            out.setdefault(int(m[2]), []).append(float(m[1]))
+    return {port: [round(t - ts[0], 2) for t in ts] for port, ts in out.items()}
+
+
+def test_full_variant_waits_the_ladder_out_and_the_syns_keep_to_it(tmp_path: Path) -> None:
+    """`lab run vxlan-double-snat --full`: no connection is cut at 3.5 s. Each one is set up when a SYN
+    of the ladder gets through, and tcpdump on node1:flannel.1 shows the client's SYNs leaving at the
+    ladder's times (0, 1, 3, 7 ... s: tcp_syn_linear_timeouts is 0 where the kernel has it)."""
+    need_root()
+    from badsum.lab.scenarios.vxlan_double_snat import FULL_TIMEOUT, SYN_LADDER_S
+
+    out = tmp_path / "full"
+    p = subprocess.run([sys.executable, "-m", "badsum", "lab", "run", "vxlan-double-snat", "--full", "--json", "--out",
+                        str(out)], capture_output=True, text=True, timeout=FULL_TIMEOUT * 4 + 120, check=False)  # fmt: skip
+    assert p.returncode in (0, 1), p.stderr
+    data = json.loads(p.stdout)["data"]
+    phase = data["traffic"]["run"]
+    conns = phase["connections"]
+    assert conns and all(c["ok"] for c in conns), [c["client"] for c in conns]  # nothing cut short
+    connect = [c["client"]["connect_s"] for c in conns]
+    syns = inner_syn_times(Path(data["captures"]["run node1:flannel.1"]))
+    assert len(syns) >= len(conns)
+    for port_times in syns.values():
+        for t in port_times:  # every SYN left at a ladder time (a loaded machine adds a little)
+            assert min(abs(t - s) for s in SYN_LADDER_S) < 0.6, syns
+    if emulating():
+        # The emulation drops each connection's first SYN at node2: it is set up by a retry, on the ladder.
+        assert all(min(abs(s - x) for x in SYN_LADDER_S[1:]) < 0.6 for s in connect), connect
+        assert any(len(t) > 1 for t in syns.values())
+        assert p.returncode == 1
+
+
+def test_full_is_refused_where_a_scenario_has_no_full_variant(tmp_path: Path) -> None:
+    p = subprocess.run([sys.executable, "-m", "badsum", "lab", "run", "ovs-userspace-veth", "--full", "--json",
+                        "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert p.returncode == 2
+    env = json.loads(p.stdout)
+    assert env["errors"][0]["code"] == "lab.no_full_variant" and "vxlan-double-snat" in env["errors"][0]["message"]
+    assert not (tmp_path / "x").exists()

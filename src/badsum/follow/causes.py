@@ -3,8 +3,9 @@
 Data, in one ordered table, like flows/causes.py. A line applies when every `when` condition
 holds on the fault: `ip_summed` (the kernel's state at the bad hop), `layer` (the checksum's
 protocol), `tunnelled` (the packet was inside VXLAN/Geneve/GRE there), `outer` (the checksum is a
-tunnel's outer one). A test checks every id
-against the catalogue.
+tunnel's outer one), `tunnel` (`vxlan`, `geneve`, `gre`), `direction` (`in`, `out`, `drop`: where
+the bad hop is), `zero_before` (a UDP checksum that was 0, none, before the bad hop). The first
+line of an id wins. A test checks every id against the catalogue.
 """
 
 from __future__ import annotations
@@ -32,21 +33,28 @@ CAUSES: tuple[CauseLine, ...] = (
               "CHECKSUM_UNNECESSARY when the receiving end has rx-checksumming on", {"ip_summed": ["UNNECESSARY"]}),
     CauseLine(MARKED_VERIFIED_BAD, "KB-008", "a CHECKSUM_COMPLETE sum kept stale across dev_forward_skb (veth) before "
               "f8ffad69c9f8", {"ip_summed": ["COMPLETE"]}),
-    CauseLine(REWRITTEN, "KB-004", "a second SNAT of the VXLAN packet 'updated' the outer UDP checksum the tunnel left at 0",
-              {"layer": ["udp"]}),
+    # RFC 768: a zero UDP checksum means none, and NAT must leave it so; kernels before ea64d8d6c675
+    # (5.7) "updated" it when the (inner) packet was CHECKSUM_PARTIAL.
+    CauseLine(REWRITTEN, "KB-004", "a second SNAT of the VXLAN packet (kube-proxy's mark survived encapsulation) "
+              "'updated' the outer UDP checksum the tunnel left at 0 (kernels before ea64d8d6c675, 5.7)",
+              {"layer": ["udp"], "outer": True, "tunnel": ["vxlan", "geneve"]}),
+    CauseLine(REWRITTEN, "KB-004", "NAT 'updated' a zero UDP checksum (none, RFC 768) into a wrong non-zero one, as "
+              "kernels before ea64d8d6c675 (5.7) did", {"layer": ["udp"], "zero_before": True}),
     CauseLine(BAD, "KB-004", "a second SNAT of the VXLAN packet 'updated' the outer UDP checksum the tunnel left at 0",
               {"layer": ["udp"], "outer": True}),
-    CauseLine(BAD, "KB-006", "vmxnet3 UDP-tunnel offload writes wrong checksums on VXLAN/Geneve packets", {"tunnelled": True}),
+    # The NIC writes the outer sum after the transmit hook: a wrong one shows first where it is received.
+    CauseLine(BAD, "KB-006", "vmxnet3 UDP-tunnel offload writes wrong checksums on VXLAN/Geneve packets",
+              {"tunnelled": True, "direction": ["in"]}),
     CauseLine(DROPPED, "KB-006", "vmxnet3 UDP-tunnel offload writes wrong checksums on VXLAN/Geneve packets",
               {"tunnelled": True}),
 )  # fmt: skip
 
 
 def likely_causes(kind: str, facts: dict[str, Any]) -> list[dict[str, str]]:
-    """`[{"id", "why"}]` for a fault of `kind` with `facts` (ip_summed, layer, tunnelled)."""
-    out = []
+    """`[{"id", "why"}]` for a fault of `kind` with `facts` (ip_summed, layer, tunnelled, ...), one per id."""
+    out: list[dict[str, str]] = []
     for line in CAUSES:
-        if line.kind != kind:
+        if line.kind != kind or any(c["id"] == line.id for c in out):
             continue
         if all((facts.get(k) == want) if isinstance(want, bool) else facts.get(k) in want for k, want in line.when.items()):
             out.append({"id": line.id, "why": line.why})

@@ -14,8 +14,9 @@ from badsum.checksum import inet
 from badsum.checksum.verdict import Layer, Status, Verdict
 from badsum.checksum.verify import after_completion, verify_frame
 from badsum.follow.journey import Journey, Sighting, predecessor
+from badsum.follow.tunnel import UDP_TUNNELS, outer_rewrite_why, outer_udp, tunnel_of
 from badsum.follow.model import Hook, IpSummed, KernelEvent
-from badsum.trace.hops import byte_changes, field_changes, l4_verdicts
+from badsum.trace.hops import addr, byte_changes, field_changes, l4_verdicts
 from badsum.trace.keys import stack
 from badsum.trace.model import Observation
 from badsum.trace.verdict import nat_stale
@@ -61,6 +62,9 @@ class HopVerdict:
     csum_compare: str = ""
     """COMPLETE: whether skb->csum is the sum of these bytes from the L3 header on, or why not compared."""
     notes: tuple[str, ...] = ()
+    encapsulated_after: str = ""
+    """The hop (label) the packet was last seen at without the outer header `check` belongs to:
+    the encapsulation was added between it and this hop (set for outer sums rewritten on the way)."""
 
 
 def classify(s: Sighting, ports: PortTable | None = None) -> HopVerdict:
@@ -235,6 +239,8 @@ def _against(s: Sighting, hv: HopVerdict, ps: Sighting, phv: HopVerdict) -> HopV
     if pv is None and v.layer == Layer.UDP and v.depth < max(p.depth for p in stack(s.frame)):
         # The outer header is new here (encapsulation added since `ps`): the tunnel device left
         # its UDP sum 0 or right (LCO), so a wrong one was written on the way (KB-004's NAT).
+        if v.stored != 0 and tunnel_of(s.frame) in UDP_TUNNELS:
+            return _as(hv, REWRITTEN, outer_rewrite_why(s, v, ps.label), encapsulated_after=ps.label)
         return _as(hv, hv.kind, f"{hv.why}; the encapsulation was added between {ps.label} and {s.label}, and the "
                    "tunnel device leaves the outer UDP checksum 0 or complete: something rewrote it on the way (NAT?)")
     changed = byte_changes([phv.obs], hv.obs)
@@ -334,7 +340,7 @@ def evidence(s: Sighting, hv: HopVerdict) -> dict[str, object]:
         "device": s.label, "hook": s.hook_text, "direction": s.direction, "skb": f"0x{ev.skb:x}", "ts_ns": ev.ts_ns,
         "ip_summed": summed_name(ev.ip_summed), "csum_start": ev.csum_start, "csum_offset": ev.csum_offset,
         "csum_level": ev.csum_level, "csum": f"0x{ev.csum:08x}", "len": ev.len, "data_len": ev.data_len,
-        "captured": len(ev.data), "wire_len": ev.wire_len, "kind": hv.kind,
+        "captured": len(ev.data), "wire_len": ev.wire_len, "mark": f"0x{ev.mark:x}", "kind": hv.kind,
     }  # fmt: skip
     if ev.gso:
         d["gso"] = {"size": ev.gso_size, "segs": ev.gso_segs, "type": ev.gso_type}
@@ -346,6 +352,14 @@ def evidence(s: Sighting, hv: HopVerdict) -> dict[str, object]:
         d["checksum"] = {"layer": v.layer.label, "depth": v.depth, "offset": v.offset, "status": v.status.label,
                          "stored": f"0x{v.stored:0{width}x}", "computed": f"0x{v.computed:0{width}x}",
                          "pseudo": None if hv.pseudo is None else f"0x{hv.pseudo:04x}"}  # fmt: skip
+    if (outer := outer_udp(s.frame)) is not None:
+        # The tunnel packet's own header, to pair this hop with a capture (IP id) and see a NAT's port.
+        pkt, u = outer
+        d["outer"] = {"src": addr(pkt.ip.src), "dst": addr(pkt.ip.dst), "sport": u.sport, "dport": u.dport,
+                      "ip_id": pkt.ip.ident if isinstance(pkt.ip, IPv4Header) else None, "udp_checksum": f"0x{u.checksum:04x}",
+                      "tunnel": tunnel_of(s.frame)}  # fmt: skip
+    if hv.encapsulated_after:
+        d["encapsulated_after"] = hv.encapsulated_after
     if hv.csum_compare:
         d["csum_compare"] = hv.csum_compare
     if ev.hook == Hook.DROP:

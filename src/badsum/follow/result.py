@@ -11,8 +11,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from badsum.follow.causes import fix_hint, likely_causes
-from badsum.follow.hops import DROPPED, FAULTS, HopVerdict, drop_reason, evidence, judge_journey, location, summed_name
+from badsum.follow.hops import (
+    DROPPED,
+    FAULTS,
+    HopVerdict,
+    counterpart,
+    drop_reason,
+    evidence,
+    judge_journey,
+    location,
+    summed_name,
+)
 from badsum.follow.journey import Journey, Sighting, build_journeys, predecessor
+from badsum.follow.tunnel import outer_rewrite_why, outer_udp, tunnel_of
 from badsum.follow.model import IpSummed, KernelEvent
 from badsum.trace.build import flow_of
 from badsum.trace.hops import l4_verdicts, status_text
@@ -134,7 +145,18 @@ def _fault(hops: tuple[Hop, ...]) -> Fault | None:
     return None
 
 
+def _zero_outer(judged: tuple[JudgedJourney, ...]) -> Counter:
+    """(device, direction, outer src, dst, UDP dport) -> how many tunnel packets passed there with outer UDP checksum 0."""
+    seen: Counter = Counter()
+    for jj in judged:
+        for h in jj.hops:
+            if h.sighting.direction != "drop" and (o := outer_udp(h.sighting.frame)) is not None and o[1].checksum == 0:
+                seen[(h.label, h.sighting.direction, o[0].ip.src, o[0].ip.dst, o[1].dport)] += 1
+    return seen
+
+
 def _flows(judged: tuple[JudgedJourney, ...]) -> tuple[FlowFollow, ...]:
+    zero = _zero_outer(judged)
     groups: dict[str, tuple[dict[str, object], list[JudgedJourney]]] = {}
     for jj in judged:
         if jj.packet is None:
@@ -152,11 +174,11 @@ def _flows(judged: tuple[JudgedJourney, ...]) -> tuple[FlowFollow, ...]:
                 if p is not None:
                     g, _ = flow_of(p)
                     seen.add((g["src"], g["sport"], g["dst"], g["dport"], g["proto"]))
-        out.append(FlowFollow(flow, text, "reverse" if reverse else "forward", tuple(members), _first_bad(members)))
+        out.append(FlowFollow(flow, text, "reverse" if reverse else "forward", tuple(members), _first_bad(members, zero)))
     return tuple(out)
 
 
-def _first_bad(members: list[JudgedJourney]) -> dict[str, object] | None:
+def _first_bad(members: list[JudgedJourney], zero: Counter | None = None) -> dict[str, object] | None:
     faults = [(jj, jj.fault) for jj in members if jj.fault is not None]
     # A packet that went bad names the hop; a drop only when none did (a bad packet is dropped too).
     real = [(jj, f) for jj, f in faults if f.kind != DROPPED] or faults
@@ -169,22 +191,40 @@ def _first_bad(members: list[JudgedJourney]) -> dict[str, object] | None:
     pos = min(f.position for _, f in real)
     (after, before, kind), _ = Counter(triple(f) for _, f in real if f.position == pos).most_common(1)[0]
     jj, ex = next((jj, f) for jj, f in real if f.position == pos and triple(f) == (after, before, kind))
-    ev = ex.before.sighting.event
+    bs = ex.before.sighting
+    ev = bs.event
     check = ex.before.verdict.check
+    why = ex.why
+    zero_before = _zero_before(ex)
+    if ex.before.verdict.encapsulated_after and check is not None and (o := outer_udp(bs.frame)) is not None:
+        # Other packets of the same tunnel leaving the same device with 0 show what the encapsulation writes.
+        n = (zero or Counter())[(bs.label, bs.direction, o[0].ip.src, o[0].ip.dst, o[1].dport)]
+        why = outer_rewrite_why(bs, check, ex.before.verdict.encapsulated_after, n)
+        zero_before = zero_before or n > 0
     facts: dict[str, object] = {
         "after": after, "before": before, "ip_summed": summed_name(ev.ip_summed),
-        "layer": check.layer.label if check is not None else None, "tunnelled": len(stack(ex.before.sighting.frame)) > 1,
-        "outer": check is not None and check.depth < max((p.depth for p in stack(ex.before.sighting.frame)), default=0),
+        "layer": check.layer.label if check is not None else None, "tunnelled": len(stack(bs.frame)) > 1,
+        "outer": check is not None and check.depth < max((p.depth for p in stack(bs.frame)), default=0),
+        "tunnel": tunnel_of(bs.frame), "direction": bs.direction, "zero_before": zero_before,
         "sender": next((h.label for h in jj.hops if h.sighting.event.ip_summed == IpSummed.PARTIAL), None),
     }  # fmt: skip
     return {
-        "after": after, "before": before, "kind": kind, "why": ex.why,
+        "after": after, "before": before, "kind": kind, "why": why,
         "packets": sum(1 for _, f in real if triple(f) == (after, before, kind)),
         "evidence": {"after": evidence(ex.after.sighting, ex.after.verdict) if ex.after else None,
                      "before": evidence(ex.before.sighting, ex.before.verdict)},
         "likely_causes": likely_causes(kind, facts), "fix": fix_hint(kind, facts),
         "example": _example(jj),
     }  # fmt: skip
+
+
+def _zero_before(f: Fault) -> bool:
+    """The checksum at the bad hop is a UDP one that was 0 (none) at the hop before it."""
+    check = f.before.verdict.check
+    if f.after is None or check is None or check.layer.label != "udp" or check.stored == 0:
+        return False
+    pv = counterpart(check, f.before.sighting.frame, f.after.sighting.frame, f.after.verdict.verdicts)
+    return pv is not None and pv.stored == 0
 
 
 def _example(jj: JudgedJourney) -> dict[str, object]:

@@ -104,7 +104,8 @@ class LabFollow:
             return f"no packet went bad ({self.data['summary']['journeys']} packets followed)"
         seen = []
         for fb in hops:
-            text = f"first bad hop {fb['after'] or '(first seen)'} -> {fb['before']}: {fb['kind']}"
+            ids = ", ".join(c["id"] for c in fb.get("likely_causes", []))
+            text = f"first bad hop {fb['after'] or '(first seen)'} -> {fb['before']}: {fb['kind']}" + (f" ({ids})" if ids else "")
             if text not in seen:
                 seen.append(text)
         return "; ".join(seen)

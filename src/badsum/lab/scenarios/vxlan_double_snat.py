@@ -13,7 +13,12 @@ POSTROUTING (before nat) is the lab's own probe: the outer packet as it was befo
 On a kernel with the fix the lab emulates the bug where it acted (badsum.lab.kb004: a tc egress
 program on node1:eth0, after POSTROUTING, writing the old udp_manip_pkt() value into the outer
 checksum of the marked, SNATed packets whose checksum was 0); every output says so. Only the quick
-variant runs: connections get CONNECT_TIMEOUT, not the 63 s ladder.
+variant runs by default: connections get CONNECT_TIMEOUT, not the 63 s ladder; `lab run --full`
+waits each connection out (FULL_TIMEOUT: the client gives up after its 6th SYN retry, at 127 s).
+
+Each phase runs `badsum follow` (result.follow[phase]): it names node1's uplink as the first bad hop,
+the outer checksum rewritten after encapsulation. `configured()` hands tools that inspect a host
+(`badsum doctor`) the live configuration, emulation included, without traffic.
 """
 
 from __future__ import annotations
@@ -23,16 +28,19 @@ import platform
 import re
 import subprocess
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from badsum.capture import open_capture
 from badsum.checksum.detailed import DetailedJudge
 from badsum.lab import kb004
-from badsum.lab.lab import Lab, LabError
+from badsum.lab.lab import Lab, LabError, preflight
 from badsum.lab.result import ScenarioResult
 from badsum.lab.runner import run
 from badsum.lab.scenarios.base import Scenario
 from badsum.lab.topology import Address, Bridge, Feature, Route, Sysctl, Topology, Veth, Vxlan
+from badsum.wire.ports import PortTable
 
 NODE1, NODE2 = "198.51.100.1", "198.51.100.2"
 #: flannel.1 addresses (the tunnel /25), node2's pod /26 behind cni0, and the service VIP.
@@ -47,9 +55,14 @@ PORT0 = 9000
 SLOW_S = 0.9
 #: Long enough for the 1 s and 2 s SYN retries (SYN at 0, 1 and 3 s); the 63 s ladder is not waited for.
 CONNECT_TIMEOUT = 3.5
+#: The full variant: SYNs at 0, 1, 3, 7, 15, 31 and 63 s (tcp_syn_retries 6), the client gives up at 127 s.
+FULL_TIMEOUT = 130.0
+#: When each SYN of the ladder leaves (exponential backoff from 1 s, no linear start).
+SYN_LADDER_S = (0, 1, 3, 7, 15, 31, 63)
 #: The client's SYN retries back off exponentially (1, 2, 4 s ...) when the kernel has this sysctl (6.x).
 SYN_LINEAR = "net.ipv4.tcp_syn_linear_timeouts"
 EMU_NS, EMU_DEV = "node1", "eth0"
+PORTS = PortTable.with_vxlan_ports((FLANNEL_PORT,))
 
 KUBE_RULES = f"""*nat
 :PREROUTING ACCEPT [0:0]
@@ -208,12 +221,15 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
           emu: kb004.Emulation | None = None) -> dict:  # fmt: skip
     """`earlier`: outer source ports SNATed in an earlier phase; their conntrack entries live on
     (30 s), so a new flow hashing to one of them is still rewritten, and is told apart."""
+    timeout = FULL_TIMEOUT if lab.full else CONNECT_TIMEOUT
     before = lab.counters(["node1", "node2"])
     stats0 = kb004.read_stats(emu) if emu is not None else None
-    with lab.capture(POINTS, tag=label) as caps:
-        conns = [lab.tcp_transfer("node1", "pod", POD, port=port0 + i, nbytes=1000, timeout=CONNECT_TIMEOUT,
+    # follow sees the inner packet at flannel.1 and, inside VXLAN (the port table's 8472), at both uplinks.
+    with lab.capture(POINTS, tag=label) as caps, lab.follow(f"tcp and host {POD}", PORTS) as fol:
+        conns = [lab.tcp_transfer("node1", "pod", POD, port=port0 + i, nbytes=1000, timeout=timeout,
                                   connect_addr=VIP) for i in range(CONNECTIONS)]  # fmt: skip
     after = lab.counters(["node1", "node2"])
+    result.follow[label] = fol.data if fol.data is not None else {"not_run": fol.why_not}
     stats1 = kb004.read_stats(emu) if emu is not None else None
     d = {ns: {k: after[ns][k] - before[ns][k] for k in after[ns]} for ns in ("node1", "node2")}
     for point, path in caps.items():
@@ -275,6 +291,8 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
     result.add("badsum pcap", f"{label}: badsum on node2:eth0, outer UDP from node1: "
                + (", ".join(f"{n} {k}" for k, n in sorted(udp.items())) or "none"), udp)  # fmt: skip
     result.add("nstat", f"{label}: node2 UdpInCsumErrors +{d['node2']['UdpInCsumErrors']}", d["node2"])
+    result.add("badsum follow", f"{label}: {fol.summary()}; UDP_CSUM drops at node2:eth0: "
+               f"{fol.drops('UDP_CSUM', 'node2:eth0')}", fol.first_bad_hops())  # fmt: skip
     if written:
         result.add("tcpdump", f"{label}: {len(as_old)}/{len(written)} SNATed outer packets left node1:eth0 with the "
                    "checksum the pre-5.7 kernel wrote (udp_manip_pkt on a CHECKSUM_PARTIAL skb: "
@@ -289,7 +307,7 @@ def phase(lab: Lab, result: ScenarioResult, label: str, port0: int, earlier: fro
             "bad_outer": bad, "slow": len(slow), "failed": failed, "connect": connect,
             "zero": csums.get("no cksum", 0), "as_old_kernel": len(as_old), "snat_packets": len(written),
             "udp_csum_errors": d["node2"]["UdpInCsumErrors"],
-            "rewritten_by_emulation": (emu.stats.get(label, {}).get("rewritten") if emu is not None else None)}  # fmt: skip
+            "connect_timeout": timeout, "rewritten_by_emulation": (emu.stats.get(label, {}).get("rewritten") if emu is not None else None)}  # fmt: skip
 
 
 def describe_config(lab: Lab, result: ScenarioResult) -> bool:
@@ -368,6 +386,29 @@ def body(lab: Lab, result: ScenarioResult, fix: bool) -> None:
     result.verdict = verdict(first, last if fix else None, vulnerable, fixed_kernel, release, emu)
 
 
+@contextmanager
+def configured(out: Path, *, fix: bool = False, prefix: str | None = None) -> Iterator[tuple[Lab, kb004.Emulation | None]]:
+    """The lab's configuration, live and without traffic, for tools that inspect a host (`badsum
+    doctor`): the topology, kube-proxy's rules (and the unmark rules with `fix`) and, on a kernel
+    with the fix, the emulation attached at node1:eth0. Everything is torn down on exit (the
+    filter first, then the lab: namespaces, journal)."""
+    preflight(False, SCENARIO.tools)
+    with Lab(topology(), scenario=SCENARIO.name, out=out, prefix=prefix) as lab:
+        emu = None
+        if kernel_has_fix(platform.release()):
+            if why := kb004.why_not():
+                raise LabError(f"{kb004.KB} cannot be emulated here: {why}")
+            emu = kb004.attach(lab, EMU_NS, EMU_DEV)
+        try:
+            run(["iptables-restore"], ns=lab.ns("node1"), input=KUBE_RULES)
+            if fix:
+                apply_fix(lab)
+            yield lab, emu
+        finally:
+            if emu is not None:
+                kb004.detach(lab, EMU_NS, EMU_DEV)
+
+
 def symptom(p: dict) -> bool:
     """The incident: a bogus outer checksum (dropped by node2) or connections waiting for SYN retries."""
     return p["bad_outer"] > 0 or p["slow"] > 0 or p["failed"] > 0
@@ -386,7 +427,7 @@ def verdict(first: dict, after: dict | None, vulnerable: bool, fixed_kernel: boo
                 f"SNATed packets on the wire carry the old kernel's value), node2 counted "
                 f"{first['udp_csum_errors']} UdpInCsumErrors; {first['slow']} of {len(first['connect'])} connections "
                 f"waited for SYN retries (connect_s {', '.join(str(s) for s in first['connect'])}), "
-                f"{first['failed']} did not complete within {CONNECT_TIMEOUT} s")  # fmt: skip
+                f"{first['failed']} did not complete within {first['connect_timeout']} s")  # fmt: skip
         if (other := len({a for a, _ in first["flows"]} - {a for a, _ in fr})) and first["slow"]:
             text += (f"; the retried SYNs left on {other} other outer flows (TCP re-hashes a flow on SYN timeout, "
                      "so VXLAN picks a new source port), unmarked and not masqueraded, and got through")  # fmt: skip
@@ -424,4 +465,5 @@ SCENARIO = Scenario(
     body=body,
     tools=("iptables", "iptables-restore", "tc"),
     watch=("node1", "node2", "pod"),
+    full=f"every connection is waited out (up to {FULL_TIMEOUT:g} s: the whole SYN ladder), not cut at {CONNECT_TIMEOUT} s",
 )
