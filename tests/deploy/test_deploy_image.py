@@ -54,20 +54,21 @@ def owning_packages(programs: list[str]) -> dict[str, str]:
     """{program: Debian package} for the programs installed here, in one dpkg query. A program is
     followed through its symlinks (iptables-save -> alternatives -> xtables-nft-multi), and asked
     under both /usr and / (merged-/usr systems register some files under /bin and /sbin)."""
-    candidates: dict[str, str] = {}
+    # One file can be several programs (iptables-save and ip6tables-save are both xtables-nft-multi).
+    candidates: dict[str, set[str]] = {}
     for program in programs:
         path = shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
         if path is None:
             continue
         for p in {path, os.path.realpath(path)}:
-            candidates[p] = program
-            candidates[p.removeprefix("/usr")] = program
+            candidates.setdefault(p, set()).add(program)
+            candidates.setdefault(p.removeprefix("/usr"), set()).add(program)
     cp = subprocess.run(["dpkg", "-S", *sorted(candidates)], capture_output=True, text=True, check=False)
     owners: dict[str, str] = {}
     for line in cp.stdout.splitlines():
         pkgs, _, path = line.partition(": ")
-        if path in candidates:
-            owners.setdefault(candidates[path], pkgs.split(",")[0].split(":")[0].strip())
+        for program in sorted(candidates.get(path, ())):
+            owners.setdefault(program, pkgs.split(",")[0].split(":")[0].strip())
     return owners
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from badsum.cli.argtypes import unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result, say
-from badsum.lab import canary
+from badsum.lab import canary, canary_docker
 from badsum.lab.lab import LabError
 from badsum.lab.runner import CommandError
 from badsum.lab.state import PREFIX_RE
@@ -20,6 +20,7 @@ examples:
   sudo badsum canary                 # the datapaths this host has, with its tx/rx settings
   sudo badsum canary --all           # every datapath: veth, bridge, ovs-netdev, vxlan
   sudo badsum canary --json | jq .data.status
+  sudo badsum canary --docker-host unix:///run/docker.sock --json | jq '.data.docker[].networks'
 
 exit codes: 0 every datapath tested passes, 1 a datapath breaks valid TCP or delivers corrupt data,
             2 usage (also a --state-file that is a device, FIFO, socket, directory or symlink),
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("--out", metavar="DIR", help="keep each cell's capture (pcapng with kernel status) in DIR")
     p.add_argument("--prefix", metavar="PREFIX", help="object prefix (bs + 6 hex digits; default random)")
+    p.add_argument("--docker-host", metavar="unix://PATH",
+                   help="ask only this Docker engine's API socket (read-only GET requests); default: every running "
+                        "dockerd, found by its process and its -H sockets")  # fmt: skip
     p.add_argument("--state-file", metavar="FILE",
                    help="also write the result (the --json envelope, with data.finished_at) to FILE, atomically; "
                         "`badsum exporter` reads it; a regular file or a new name")  # fmt: skip
@@ -49,10 +53,13 @@ def run(args: argparse.Namespace) -> Result:
     if args.state_file and (refused := unsafe_output("--state-file", args.state_file)):
         # Refused before any namespace is made: a rename would replace a FIFO or a device there.
         return Result.failed("canary", Failure(*refused, ExitCode.USAGE))
+    if args.docker_host and not args.docker_host.startswith("unix://"):
+        return Result.failed("canary", Failure("canary.docker_host", f"--docker-host must be unix://PATH, not {args.docker_host!r}",
+                                                ExitCode.USAGE))  # fmt: skip
     progress = (lambda msg: say(f"canary: {msg}")) if sys.stderr.isatty() else None
     try:
         report = canary.run(all_datapaths=args.all, prefix=args.prefix, out=Path(args.out) if args.out else None,
-                            progress=progress)  # fmt: skip
+                            progress=progress, docker_host=args.docker_host)  # fmt: skip
     except (LabError, CommandError, TimeoutError, OSError) as e:
         return Result.failed("canary", Failure("canary.cannot_run", str(e)))
     code = EXIT[report.status]
@@ -94,6 +101,10 @@ def render(report: canary.CanaryReport) -> str:
     else:
         head = f"PASS: {', '.join(o.datapath for o in tested)}: TCP intact and corrupt datagrams dropped"
     lines = [head, ""]
+    # A Docker host's own question, "is my Docker datapath fine?", answered next.
+    docker = [line for eng in report.docker for line in canary_docker.summary(eng)]
+    if docker:
+        lines += [*docker, ""]
     rows = [("datapath", "result", "tx", "rx", "tcp", "corrupt", "checksums", "settings from")]
     for o in tested:
         for c in o.cells:

@@ -3,7 +3,8 @@
 Calico's `ChecksumOffloadBroken` is a hard-coded guess (flipped four times); the canary asks the
 kernel instead. It reads the root namespace (never writes it): `ip -j -d link show` for the kinds
 present, `ethtool --json -k` for their offload settings, and `ovs-vsctl` (short timeout) for OVS
-bridges. Then it builds each datapath in throwaway namespaces (`badsum.lab.matrix`), applies the
+bridges, and a running Docker's networks through its API socket (GET only; `canary_docker`).
+Then it builds each datapath in throwaway namespaces (`badsum.lab.matrix`), applies the
 host's settings to the lab's interfaces, and runs the matrix cells. Nothing is started or changed
 outside the lab's own namespaces; no tracefs instance, no kernel module.
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from badsum.lab import matrix
+from badsum.lab import canary_docker, matrix
 from badsum.lab.lab import Lab, preflight
 from badsum.lab.ovs import ovs_available
 
@@ -202,6 +203,8 @@ class CanaryReport:
     duration_s: float = 0.0
     kernel: str = field(default_factory=platform.release)
     all: bool = False
+    docker: list[canary_docker.DockerEngine] = field(default_factory=list)
+    """Each running dockerd's datapath, and the cell that tested it (empty: no Docker here)."""
 
     @property
     def status(self) -> str:
@@ -213,17 +216,21 @@ class CanaryReport:
 
 
 def run(*, all_datapaths: bool = False, prefix: str | None = None, out: Path | None = None,
-        progress: Callable[[str], None] | None = None) -> CanaryReport:  # fmt: skip
-    """Detect, build, measure, tear down. Raises LabError when it cannot run (exit code 3)."""
+        progress: Callable[[str], None] | None = None, docker_host: str | None = None) -> CanaryReport:  # fmt: skip
+    """Detect, build, measure, tear down. Raises LabError when it cannot run (exit code 3).
+    `docker_host` (unix://PATH) asks that engine only; by default every running dockerd is asked."""
     preflight()
     t0 = time.monotonic()
     links = read_links()
-    pres = detect(links, read_ovs())
+    ovs = read_ovs()
+    pres = detect(links, ovs)
+    engines = canary_docker.discover(docker_host, ovs.bridges)
+    docker_features = docker_presence(pres, engines)
     wanted = [n for n, p in pres.items() if (p.present or all_datapaths) and not p.skip]
     why_not = {n: w for n in wanted if matrix.DATAPATHS[n].needs_ovs and (w := ovs_available())}
     names = [n for n in wanted if n not in why_not]
-    asked = [x for n in names for x in (*pres[n].interfaces, *pres[n].devices)][:MAX_INTERFACES]
-    features = {x: f for x in dict.fromkeys(asked) if (f := read_features(x)) is not None}
+    asked = [x for n in names for x in (*pres[n].interfaces, *pres[n].devices) if x not in docker_features][:MAX_INTERFACES]
+    features = {x: f for x in dict.fromkeys(asked) if (f := read_features(x)) is not None} | docker_features
     plan = [(matrix.Cell(n, s.tx, s.rx, s.device_tx), s.source) for n in names for s in settings(pres[n], features)]
     results: list[tuple[matrix.CellResult, str]] = []
     lab_prefix = ""
@@ -244,7 +251,43 @@ def run(*, all_datapaths: bool = False, prefix: str | None = None, out: Path | N
                 shutil.rmtree(scratch, ignore_errors=True)
     outcomes = [outcome(pres[n], [(r, s) for r, s in results if r.cell.datapath == n], why_not.get(n))
                 for n in matrix.DATAPATHS]  # fmt: skip
-    return CanaryReport(outcomes, lab_prefix, round(time.monotonic() - t0, 2), all=all_datapaths)
+    docker_verdicts(engines, outcomes)
+    return CanaryReport(outcomes, lab_prefix, round(time.monotonic() - t0, 2), all=all_datapaths, docker=engines)
+
+
+def docker_presence(pres: dict[str, Presence], engines: list[canary_docker.DockerEngine]) -> dict[str, dict[str, bool]]:
+    """A Docker network makes its cell's datapath present. A dockerd in another network namespace
+    keeps its bridges where the root namespace's `ip link` does not show them: its containers'
+    veths, as `veth@container`, join the cell's interfaces, with the offloads read there (returned)."""
+    features: dict[str, dict[str, bool]] = {}
+    for eng in engines:
+        for n in eng.networks:
+            if not n.cell:
+                continue
+            pres[n.cell].present = True
+            pres[n.cell].reasons.append(f"Docker network {n.name} ({n.driver}{f' {n.bridge}' if n.bridge else ''})")
+            if eng.netns == "root":
+                continue  # detect() already has these veths as the root namespace's bridge ports
+            for e in n.containers:
+                if e.veth and e.tx is not None and e.rx is not None:
+                    label = f"{e.veth}@{e.container}"
+                    pres[n.cell].interfaces.append(label)
+                    features[label] = {"tx-checksumming": e.tx, "rx-checksumming": e.rx}
+        for p in eng.ovs_ports:
+            if p.cell:
+                pres[p.cell].present = True
+                pres[p.cell].reasons.append(f"ovs-docker port {p.port} of {p.container}")
+    return features
+
+
+def docker_verdicts(engines: list[canary_docker.DockerEngine], outcomes: list[Outcome]) -> None:
+    """Each Docker network gets the status of the cell that exercised its datapath."""
+    status = {o.datapath: o.status for o in outcomes if o.status != "ABSENT"}
+    for eng in engines:
+        for n in eng.networks:
+            n.canary = status.get(n.cell) if n.cell else None
+        for p in eng.ovs_ports:
+            p.canary = status.get(p.cell) if p.cell else None
 
 
 def outcome(pres: Presence, results: list[tuple[matrix.CellResult, str]], cannot: str | None) -> Outcome:
