@@ -90,6 +90,7 @@ def topo() -> Iterator[Topo]:
         n.exec("b", ["iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "198.51.100.0/24", "-j", "MASQUERADE"])
         n.exec("b", ["iptables", "-t", "mangle", "-A", "PREROUTING", "-p", "udp", "--dport", "4789", "-j", "MARK",
                      "--set-mark", "7"])  # fmt: skip
+        n.exec("b", ["ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "2001:db8:42::/64", "-j", "MASQUERADE"])
         for short, dev in (("a", "v0"), ("b", "v1"), ("a", "vp"), ("a", "va"), ("a", "vb"), ("a", "br0")):
             _wait_up(n, short, dev)
         yield Topo(n, a, b, held)
@@ -246,6 +247,9 @@ def test_nat_rules_match_iptables_save_and_nft(topo: Topo, snap: HostSnapshot) -
     assert b.nat.iptables_backend in ("nf_tables", "legacy")
     assert a.nat.nft_ruleset == topo.n.exec("a", ["nft", "list", "ruleset"])
     assert "masquerade" in a.nat.nft_ruleset and a.nat.iptables_nat == ()
+    assert b.nat.ip6tables_nat == _save_lines(topo.n.exec("b", ["ip6tables-save", "-t", "nat"]))
+    assert any("MASQUERADE" in line and "2001:db8:42::/64" in line for line in b.nat.ip6tables_nat)
+    assert a.nat.ip6tables_nat == ()
 
 
 def test_sysctls_match(topo: Topo, snap: HostSnapshot) -> None:

@@ -52,3 +52,17 @@ def test_recorded_snapshots_read_and_write_back_the_same_json() -> None:
     for path in paths:
         text = path.read_text()
         assert json.loads(HostSnapshot.from_json(text).to_json()) == json.loads(text), path
+
+
+def test_owners_kernel_log_and_cni_survive_the_json_round_trip() -> None:
+    from badsum.host.model import CniSighting, KernelLog, KernelLogEvent, NsOwner
+
+    log = KernelLog("/dev/kmsg", (KernelLogEvent("hw-csum-failure", "eth0", 12, 3, "eth0: hw csum failure"),),
+                    {"hw-csum-failure": 1}, 900, False, None)  # fmt: skip
+    snap = HostSnapshot(0.0, "node", KernelInfo("6.1.0", (6, 1, 0)), True, (Namespace(HOST_NS, 1, None),),
+                        owners={"pid:7": NsOwner("web-1", runtime="docker")}, kernel_log=log,
+                        cni=(CniSighting("flannel", "cni", "vxlan", ("host:flannel.1",), 1, ("flanneld",)),))  # fmt: skip
+    again = HostSnapshot.from_json(snap.to_json())
+    assert again == snap
+    assert again.owners["pid:7"].label() == "docker web-1" and again.kernel_log.devices("hw-csum-failure") == {"eth0": 1}
+    assert NsOwner("app", "web-0", "shop", "crictl").label() == "pod shop/web-0 (container app)"

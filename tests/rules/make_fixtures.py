@@ -8,6 +8,7 @@ must not. fixtures/clean-host.json is a fresh, healthy node: no rule may fire on
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from rule_fixtures import (
     vxlan,
 )
 
-from badsum.host.model import HostSnapshot, Link, Route
+from badsum.host.model import HostSnapshot, KernelLog, KernelLogEvent, Link, Route, TcBpf
 
 HERE = Path(__file__).resolve().parent / "fixtures"
 Fixture = tuple[HostSnapshot, dict | None]
@@ -49,11 +50,21 @@ def expect(outcome: str, *objects: dict[str, str], fix: list[str] | None = None)
     return out
 
 
-def pod(release: str, *, rx: bool = True, bridge: str | None = None, v6: bool = False) -> HostSnapshot:
-    """A host with one container namespace `pod1` behind a veth; the host end on `bridge` or routed."""
+#: What `tc -j filter show dev X egress` gives for the labs' emulation programs (tests/data/tc/).
+KB001_PROG = TcBpf("egress", "kb001_veth_xmit", 6475, "4d2de98c921725fb", "kb001_veth.bpf.o:[tc]", True, 49152)
+KB004_PROG = TcBpf("egress", "kb004_nat_csum", 6127, "0ba607106429b2e2", "kb004_nat.bpf.o:[tc]", True, 49152)
+
+
+def pod(release: str, *, rx: bool = True, bridge: str | None = None, v6: bool = False,
+        emulated: bool = False) -> HostSnapshot:  # fmt: skip
+    """A host with one container namespace `pod1` behind a veth; the host end on `bridge` or routed;
+    with `emulated`, badsum's KB-001 lab program on the host end's tc egress."""
     features = VETH if rx else feats(on=("tx-checksumming", "tx-checksum-ip-generic"), off=("rx-checksumming",))
     addrs = ("192.0.2.10/24",) + (("2001:db8:1::10/64",) if v6 else ())
-    host_links: tuple[Link, ...] = (nic(), veth("veth1a2b", 10, "pod1", 2, "eth0", master=bridge))
+    host_veth = veth("veth1a2b", 10, "pod1", 2, "eth0", master=bridge)
+    if emulated:
+        host_veth = replace(host_veth, tc_bpf=(KB001_PROG,))
+    host_links: tuple[Link, ...] = (nic(), host_veth)
     if bridge:
         host_links = (*host_links, Link(3, bridge, "bridge", 1500, "up", addresses=("192.0.2.1/24",)))
     return snapshot(release, host(host_links), netns("pod1", 4026532200, (veth("eth0", 2, "host", 10, "veth1a2b", features=features, addresses=addrs),)))
@@ -69,6 +80,11 @@ def kb001() -> dict[str, Fixture]:
         "quiet-el7-backport": (pod("3.10.0-514.el7.x86_64"), None),
         "quiet-rx-off": (pod("4.1.5", rx=False), None),
         "quiet-kernel-4.4": (pod("4.4.0"), None),
+        "fire-lab-emulation": (pod("6.18.44", emulated=True),
+                               expect("fail", obj("pod1", "eth0"), obj("host", "veth1a2b"),
+                                      obj("host", "veth1a2b/tc-egress/kb001_veth_xmit"),
+                                      fix=["nsenter --net=/run/netns/pod1 -- ethtool -K eth0 rx off"])),
+        "quiet-lab-emulation-rx-off": (pod("6.18.44", rx=False, emulated=True), None),
     }  # fmt: skip
 
 
@@ -101,8 +117,11 @@ def kb003() -> dict[str, Fixture]:
 
 
 def kube_node(release: str, nat: tuple[str, ...], *, tx: bool = True, node_ns: str | None = None,
-              udpcsum: bool | None = False, tools: dict | None = None) -> HostSnapshot:  # fmt: skip
+              udpcsum: bool | None = False, tools: dict | None = None, emulated: str | None = None) -> HostSnapshot:  # fmt: skip
+    """`emulated`: the device badsum's KB-004 lab program is attached to (tc egress)."""
     links = (nic(), vxlan(features=None if tx else VXLAN_TX_OFF, udpcsum=udpcsum))
+    if emulated is not None:
+        links = tuple(replace(x, tc_bpf=(KB004_PROG,) if x.name == emulated else ()) for x in links)
     if node_ns:  # the node is itself a namespace (a lab, or a node-in-a-container)
         ns = netns(node_ns, 4026532300, links, nat=nat)
         return snapshot(release, host((nic(),)), ns, tools=tools)
@@ -130,6 +149,12 @@ def kb004() -> dict[str, Fixture]:
         "quiet-tx-off": (kube_node("4.19.100", KUBE_BEFORE, tx=False), None),
         "quiet-udpcsum-on": (kube_node("4.19.100", KUBE_BEFORE, udpcsum=True), None),
         "quiet-no-vxlan": (snapshot("4.19.100", host((nic(),), nat=KUBE_BEFORE)), None),
+        # The lab (vxlan-double-snat) on a fixed kernel: its emulation on the uplink makes it fail again.
+        "fire-lab-emulation": (kube_node("6.18.44", KUBE_BEFORE, node_ns="bs1a2b3c-node1", emulated="eth0"),
+                               expect("fail", obj("bs1a2b3c-node1", "flannel.1"), obj("bs1a2b3c-node1", "nat/KUBE-POSTROUTING"),
+                                      obj("bs1a2b3c-node1", "eth0/tc-egress/kb004_nat_csum"))),
+        "quiet-lab-emulation-unmark-rules": (kube_node("6.18.44", KUBE_AFTER, node_ns="bs1a2b3c-node1", emulated="eth0"),
+                                             None),
     }  # fmt: skip
 
 
@@ -188,14 +213,25 @@ def kb007() -> dict[str, Fixture]:
 
 
 def kb008() -> dict[str, Fixture]:
-    def node(release: str, tunnel: bool = True) -> HostSnapshot:
+    def node(release: str, tunnel: bool = True, log: KernelLog | None = None) -> HostSnapshot:
         snap = pod(release, bridge="cni0")
         if tunnel:
             snap = snapshot(release, host((*snap.namespaces[0].links[1:], vxlan())), *snap.namespaces[1:])
-        return snap
+        return replace(snap, kernel_log=log)
 
+    el72 = "3.10.0-327.36.3.el7.x86_64"
+    # weave#2267's report shape: the fault named on the VXLAN device, then a call trace (not events).
+    faults = KernelLog("/dev/kmsg", tuple(KernelLogEvent("hw-csum-failure", "vxlan_sys_4789", 81_000_000 + i, 900 + i,
+                                                         "vxlan_sys_4789: hw csum failure") for i in range(3)),
+                       {"hw-csum-failure": 3}, 4100)  # fmt: skip
+    clean_log = KernelLog("/dev/kmsg", (), {}, 4100)
+    unreadable = KernelLog(None, error="kernel log unreadable (/dev/kmsg: Operation not permitted; dmesg: read kernel buffer failed)")
+    kernel_and_tunnel = (obj("host", el72), obj("host", "flannel.1"))
     return {
-        "fire-el7.2-vxlan": (node("3.10.0-327.36.3.el7.x86_64"), expect("warn", obj("host", "3.10.0-327.36.3.el7.x86_64"), obj("host", "flannel.1"))),
+        "fire-el7.2-vxlan": (node(el72), expect("warn", *kernel_and_tunnel)),
+        "fire-el7.2-log-hw-csum-failure": (node(el72, log=faults), expect("fail", *kernel_and_tunnel)),
+        "fire-el7.2-log-unreadable": (node(el72, log=unreadable), expect("warn", *kernel_and_tunnel)),
+        "quiet-el7.2-log-clean": (node(el72, log=clean_log), expect("pass", *kernel_and_tunnel)),
         "quiet-el7.3": (node("3.10.0-514.el7.x86_64"), None),
         "quiet-no-tunnel": (node("3.10.0-327.el7.x86_64", tunnel=False), None),
     }  # fmt: skip

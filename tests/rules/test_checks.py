@@ -146,6 +146,61 @@ def test_kb004_unknown_when_iptables_is_missing() -> None:
 # -- KB-005: the fix names the peer in the peer's namespace ------------------------------------
 
 
+# -- badsum's lab emulations on fixed kernels (tc programs) -------------------------------------
+
+
+def test_kb004_lab_emulation_on_the_uplink_fails_labelled_emulated() -> None:
+    snap = fixture("KB-004", "fire-lab-emulation")
+    (f,) = problems(evaluate(snap, rules=[RULES["KB-004"]]))
+    assert f.outcome is Outcome.FAIL
+    assert f.reason.startswith("EMULATED: kernel 6.18.44 carries the fix, but badsum's lab emulation of the pre-5.7 NAT "
+                               "update of a zero UDP checksum is attached at bs1a2b3c-node1:eth0 (tc egress, program "
+                               "kb004_nat_csum id 6127)"), f.reason  # fmt: skip
+    assert "EMULATED" in f.evidence and "carries the fix (ea64d8d6c675)" in f.evidence
+    assert "MASQUERADE --random-fully" in f.evidence
+    assert f.facts["emulated"] == {"kb": "KB-004", "emulated": True, "namespace": "bs1a2b3c-node1", "device": "eth0",
+                                   "hook": "tc egress", "program": "kb004_nat_csum", "id": 6127}  # fmt: skip
+
+
+def _move_program(snap: HostSnapshot, ns_id: str, to: str) -> HostSnapshot:
+    """The snapshot with the KB-004 program moved from eth0 to another device of `ns_id`."""
+    ns = snap.ns(ns_id)
+    assert ns is not None
+    prog = next(x for x in ns.links if x.name == "eth0").tc_bpf
+    links = tuple(dataclasses.replace(x, tc_bpf=prog if x.name == to else ()) for x in ns.links)
+    nss = tuple(dataclasses.replace(n, links=links) if n.id == ns_id else n for n in snap.namespaces)
+    return dataclasses.replace(snap, namespaces=nss)
+
+
+def test_kb004_emulation_counts_only_on_the_tunnels_uplink_and_only_by_its_name() -> None:
+    snap = fixture("KB-004", "fire-lab-emulation")
+    # On the VXLAN device itself it acts before the second SNAT: not the emulation of the old NAT.
+    (f,) = problems(evaluate(_move_program(snap, "bs1a2b3c-node1", "flannel.1"), rules=[RULES["KB-004"]]))
+    assert f.outcome is Outcome.WARN and "EMULATED" not in f.reason + f.evidence
+    # Any other program on the uplink is not badsum's emulation.
+    ns = snap.ns("bs1a2b3c-node1")
+    assert ns is not None
+    other = tuple(dataclasses.replace(x, tc_bpf=tuple(dataclasses.replace(p, name="cil_to_netdev") for p in x.tc_bpf or ()))
+                  for x in ns.links)  # fmt: skip
+    snap2 = dataclasses.replace(snap, namespaces=tuple(dataclasses.replace(n, links=other) if n.id == ns.id else n
+                                                       for n in snap.namespaces))  # fmt: skip
+    (f,) = problems(evaluate(snap2, rules=[RULES["KB-004"]]))
+    assert f.outcome is Outcome.WARN and "emulated" not in f.facts
+
+
+def test_kb001_lab_emulation_on_a_fixed_kernel_fails_naming_the_receiving_veth() -> None:
+    (f,) = problems(evaluate(fixture("KB-001", "fire-lab-emulation"), rules=[RULES["KB-001"]]))
+    assert f.outcome is Outcome.FAIL and f.reason.startswith("EMULATED: kernel 6.18.44 carries the fix")
+    assert "attached at host:veth1a2b (tc egress, program kb001_veth_xmit id 6475)" in f.reason
+    assert "pod1:eth0 is the container end" in f.evidence and "EMULATED" in f.evidence
+    # Without the program the fixed kernel is not affected at all.
+    snap = fixture("KB-001", "fire-lab-emulation")
+    bare = dataclasses.replace(snap, namespaces=tuple(
+        dataclasses.replace(n, links=tuple(dataclasses.replace(x, tc_bpf=()) for x in n.links)) for n in snap.namespaces))
+    (s,) = evaluate(bare, rules=[RULES["KB-001"]])
+    assert s.outcome is Outcome.SKIP
+
+
 def test_kb005_fix_names_the_peer_veth_in_its_namespace() -> None:
     (f,) = problems(evaluate(fixture("KB-005", "fire-netdev-veth"), rules=[RULES["KB-005"]]))
     (a,) = f.fix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,13 @@ class DoctorResult:
             "findings": [f.as_dict() for f in self.problems],
             "outcomes": [f.as_dict() for f in self.findings if f.outcome not in (Outcome.FAIL, Outcome.WARN)],
             "saved": self.saved,
-        }
+            # Container and pod names of the namespaces in scope, as the runtime gives them.
+            "owners": {ns: asdict(o) for ns, o in sorted(getattr(s, "owners", {}).items()) if ns in self.scope},
+            "cni": [{**asdict(c), "evidence": c.evidence} for c in getattr(s, "cni", ())],
+            "kernel_log": None if getattr(s, "kernel_log", None) is None else {
+                "source": s.kernel_log.source, "records": s.kernel_log.records, "counts": s.kernel_log.counts,
+                "truncated": s.kernel_log.truncated, "error": s.kernel_log.error},
+        }  # fmt: skip
 
 
 def collect(interval: float) -> Any:
@@ -164,8 +170,16 @@ def _when(taken_at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(taken_at))
 
 
-def _objects(f: Finding) -> str:
-    return ", ".join(f"{o.ns if o.kind == 'namespace' else o} ({o.kind})" for o in f.objects) or "-"
+def _objects(f: Finding, owners: dict | None = None) -> str:
+    """The finding's objects; a namespace a runtime names gets its name (`= docker web-1`)."""
+    owners = owners or {}
+    parts = []
+    for o in f.objects:
+        text = f"{o.ns if o.kind == 'namespace' else o} ({o.kind})"
+        if o.ns in owners:
+            text += f" = {owners[o.ns].label()}"
+        parts.append(text)
+    return ", ".join(parts) or "-"
 
 
 def _block(label: str, lines: list[str]) -> list[str]:
@@ -173,9 +187,9 @@ def _block(label: str, lines: list[str]) -> list[str]:
     return [f"  {label:<13} {lines[0]}"] + [pad + line for line in lines[1:]] if lines else []
 
 
-def render_finding(f: Finding) -> list[str]:
+def render_finding(f: Finding, owners: dict | None = None) -> list[str]:
     out = [f"{OUTCOME_WORD[f.outcome]:<5} {f.severity.label:<8} {f.rule}  {f.title}"]
-    out += _block("objects:", [_objects(f)])
+    out += _block("objects:", [_objects(f, owners)])
     out += _block("why:", [f.reason])
     out += _block("evidence:", [f.evidence])
     fixes: list[str] = []
@@ -211,19 +225,28 @@ def render_text(result: DoctorResult, verbose: bool = False) -> str:
     if result.fatal:
         lines.append("incomplete: see the notes below; the exit code is 3")
     lines += [f"note: {e['message']}" for e in result.errors]
+    owners = getattr(s, "owners", {})
     for f in found:
         lines.append("")
-        lines += render_finding(f)
+        lines += render_finding(f, owners)
     rest = [f for f in result.findings if f not in found]
     lines.append("")
     tally = f"{counts['pass']} passed, {counts['skip']} did not apply, {counts['unknown']} could not be evaluated"
     if verbose:
         lines.append(f"other outcomes: {tally}")
         for f in rest:
-            obj = _objects(f) if f.objects else "-"
+            obj = _objects(f, owners) if f.objects else "-"
             lines.append(f"  {OUTCOME_WORD[f.outcome]:<7} {f.rule:<21} {obj}: {f.reason}")
     else:
         lines.append(f"{tally} (-v lists them)")
+    if cnis := getattr(s, "cni", ()):
+        lines.append("seen on this host: " + "; ".join(f"{c.name}" + (f" ({c.overlay})" if c.overlay else "")
+                                                     + (f": {c.evidence}" if verbose else "") for c in cnis))  # fmt: skip
+    log = getattr(s, "kernel_log", None)
+    if verbose and log is not None:
+        lines.append(f"kernel log: {log.error}" if log.source is None else
+                     f"kernel log ({log.source}, {log.records} records): " + (", ".join(
+                         f"{n} {k}" for k, n in sorted(log.counts.items())) or "no checksum, offload or tunnel MTU lines"))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from badsum.host import commands, counters, kernel, links, nat, ovs
+from badsum.host import cni, commands, counters, cri, kernel, kernel_log, links, nat, ovs, tc
 from badsum.host.commands import Output
 from badsum.host.links import RawPeer
 from badsum.host.model import (
@@ -27,6 +27,7 @@ from badsum.host.model import (
     Link,
     Namespace,
     NatRules,
+    NsOwner,
     Route,
 )
 from badsum.host.netns import Discovery, NsRef, discover
@@ -82,6 +83,8 @@ class _HostWide:
     nft_loadable: bool
     ethtool_json: bool
     """`ethtool --json -k` works (ethtool >= 5.x); older ones (EL7) are read as text."""
+    tc: bool = False
+    """iproute2's tc is installed (the tc programs of each link are read with it)."""
 
 
 def collect_snapshot(now: float, *, counter_interval: float = 1.0, namespaces: set[str] | None = None) -> HostSnapshot:
@@ -119,6 +122,7 @@ def collect_snapshot(now: float, *, counter_interval: float = 1.0, namespaces: s
         legacy_installed=commands.which("iptables-legacy-save") is not None,
         nft_loadable=not nat.module_absent("nf_tables"),
         ethtool_json=commands.run(["ethtool", "--json", "-k", "lo"]).stdout is not None,
+        tc=commands.which("tc") is not None,
     )
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="badsum-snapshot") as pool:
         _each(pool, live, lambda f: _sample(f, "first"), host_errors)
@@ -147,16 +151,34 @@ def collect_snapshot(now: float, *, counter_interval: float = 1.0, namespaces: s
     except Exception as e:  # noqa: BLE001 - the snapshot never fails as a whole
         host_errors.append(f"internal error resolving veth peers: {type(e).__name__}: {e}")
         resolved = {f.ref.id: list(f.links or []) for f in read}
-    return HostSnapshot(
+    frozen = tuple(_freeze(f, resolved.get(f.ref.id)) for f in facts)
+    snap = HostSnapshot(
         taken_at=now,
         hostname=os.uname().nodename,
         kernel=kernel.parse_release(os.uname().release),
         root=root,
-        namespaces=tuple(_freeze(f, resolved.get(f.ref.id)) for f in facts),
+        namespaces=frozen,
         ovs=tuple(ovs_infos),
         tools=tools,
         errors=tuple(host_errors),
+        owners=_owners(frozen, host_errors),
+        kernel_log=kernel_log.read_kernel_log(),
     )
+    try:
+        return replace(snap, cni=cni.detect(snap, cni.process_names()), errors=tuple(host_errors))
+    except Exception as e:  # noqa: BLE001 - the snapshot never fails as a whole
+        return replace(snap, errors=(*host_errors, f"internal error telling the CNI: {type(e).__name__}: {e}"))
+
+
+def _owners(namespaces: tuple[Namespace, ...], errors: list[str]) -> dict[str, NsOwner]:
+    """The runtime's names for the namespaces it holds (crictl, else its state files; host/cri.py)."""
+    try:
+        naming = cri.CriNamer().name(namespaces)
+    except Exception as e:  # noqa: BLE001 - names are a courtesy: the snapshot never fails for them
+        errors.append(f"container names unknown: {type(e).__name__}: {e}")
+        return {}
+    return {ns_id: NsOwner(o.container, o.pod, o.pod_namespace, o.runtime)
+            for ns_id, o in naming.owners.items() if o.runtime and (o.container or o.pod)}  # fmt: skip
 
 
 def _has_cap_sys_admin(status: str = "/proc/self/status") -> bool:
@@ -228,6 +250,8 @@ def _read_namespace(f: _Facts, hw: _HostWide) -> None:
         except links.ParseError as e:
             f.errors.append(f"netns ids unknown: {e}")
     f.routes = _read_routes(f)
+    if f.links and hw.tc:
+        _read_tc_bpf(f)
     if f.ref.enter is None:
         f.sysctls = counters.read_own_sysctls()
     else:
@@ -244,6 +268,16 @@ def _read_namespace(f: _Facts, hw: _HostWide) -> None:
     if not f.vanished:
         f.nat = rules
         f.errors += errors
+
+
+def _read_tc_bpf(f: _Facts) -> None:
+    """The eBPF programs on each link's tc hooks (a lab emulation of an old kernel bug is one)."""
+    assert f.links is not None
+    found, errors = tc.collect_tc_bpf(lambda argv: f.run(argv), [link.name for link in f.links])
+    if not f.vanished:
+        f.errors += errors
+    if found is not None:
+        f.links = [replace(link, tc_bpf=found.get(link.name)) for link in f.links]
 
 
 def _read_routes(f: _Facts) -> list[Route] | None:

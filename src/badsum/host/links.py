@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from badsum.host.model import Feature, Link, Route, VxlanInfo
+from badsum.host.model import Feature, GeneveInfo, Link, Route, VxlanInfo
 
 
 class ParseError(ValueError):
@@ -70,6 +70,7 @@ def parse_links(text: str) -> tuple[list[Link], dict[int, RawPeer]]:
         if kind is None:
             kind = "loopback" if e.get("link_type") == "loopback" else "device"
         vxlan = _vxlan(_obj(info.get("info_data"))) if kind == "vxlan" else None
+        geneve = _geneve(_obj(info.get("info_data"))) if kind == "geneve" else None
         if kind == "veth":
             netnsid = _int(e.get("link_netnsid"))
             peer_name = _str(e.get("link")) if netnsid is None else None
@@ -85,7 +86,7 @@ def parse_links(text: str) -> tuple[list[Link], dict[int, RawPeer]]:
         links.append(Link(
             ifindex=ifindex, name=name, kind=kind, mtu=_int(e.get("mtu")) or 0,
             state=_str(e.get("operstate")) or "UNKNOWN", master=_str(e.get("master")),
-            vxlan=vxlan, addresses=addrs,
+            vxlan=vxlan, addresses=addrs, geneve=geneve,
         ))  # fmt: skip
     return links, peers
 
@@ -101,6 +102,23 @@ def _vxlan(d: dict[str, object]) -> VxlanInfo:
         lower=lower,
         udpcsum=_bool(d.get("udp_csum")),
         df=_str(d.get("df")),
+    )
+
+
+def _geneve(d: dict[str, object]) -> GeneveInfo:
+    """iproute2 prints `external` alone for a collect-metadata device in older releases (then returns),
+    and `ttl` as a number, or as "inherit" in newer ones; an attribute the kernel did not send is absent."""
+    ttl = d.get("ttl")
+    return GeneveInfo(
+        vni=_int(d.get("id")),
+        port=_int(d.get("port")) or 6081,  # IANA's Geneve port, the kernel's default when none is set
+        remote=_str(d.get("remote")) or _str(d.get("remote6")),
+        udpcsum=_bool(d.get("udp_csum")),
+        external=bool(_bool(d.get("external"))),
+        df=_str(d.get("df")),
+        ttl=str(ttl) if isinstance(ttl, (int, str)) and not isinstance(ttl, bool) else None,
+        udp6zerocsumtx=_bool(d.get("udp_zero_csum6_tx")),
+        udp6zerocsumrx=_bool(d.get("udp_zero_csum6_rx")),
     )
 
 

@@ -43,6 +43,43 @@ class VxlanInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class GeneveInfo:
+    """Geneve parameters (`ip -d -j link`). Geneve over IPv4 sends a zero outer UDP checksum unless
+    `udpcsum` is set (the kernel's default), which stops GRO on unfixed receivers (89e5c58fc1e2)."""
+
+    vni: int | None
+    """None for an `external` (collect-metadata) device, as OVS's genev_sys_6081: the VNI is per packet."""
+    port: int
+    remote: str | None
+    udpcsum: bool | None
+    """None when iproute2 did not print it (it prints only attributes the kernel reported)."""
+    external: bool = False
+    df: str | None = None
+    ttl: str | None = None
+    """A number or `inherit`."""
+    udp6zerocsumtx: bool | None = None
+    udp6zerocsumrx: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TcBpf:
+    """An eBPF program attached to a device as a tc (cls_bpf) filter (`tc -j filter show dev X ingress|egress`)."""
+
+    direction: str
+    """`ingress` or `egress` (the clsact hook)."""
+    name: str
+    """The kernel's name of the program (`prog.name`, at most 15 characters)."""
+    id: int | None
+    """The kernel's program id (None when tc did not print it)."""
+    tag: str | None = None
+    """The program's tag (a hash of its instructions)."""
+    object: str | None = None
+    """`bpf_name`: the object file and section tc loaded it from (`kb004_nat.bpf.o:[tc]`)."""
+    direct_action: bool = False
+    pref: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Link:
     """A network interface in one namespace."""
 
@@ -67,6 +104,9 @@ class Link:
     """ethtool features by their kernel names (`tx-checksum-ip-generic`, ...); None = unknown."""
     addresses: tuple[str, ...] = ()
     """Addresses in CIDR form."""
+    geneve: GeneveInfo | None = None
+    tc_bpf: tuple[TcBpf, ...] | None = None
+    """eBPF programs on the device's tc ingress/egress hooks; () none, None unknown (not read)."""
 
     def feature_on(self, name: str) -> bool | None:
         if self.features is None or name not in self.features:
@@ -109,6 +149,9 @@ class NatRules:
     """`iptables-legacy-save` nat lines when legacy is not the active backend (rules left behind by,
     or still written by, a kube-proxy/Docker using the other backend); None = not read."""
     iptables_legacy_mangle: tuple[str, ...] | None = None
+    ip6tables_nat: tuple[str, ...] | None = None
+    """`ip6tables-save` nat lines (the active backend): IPv6 NAT rewrites checksums too (known-issues-2 A)."""
+    ip6tables_legacy_nat: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +260,84 @@ class KernelInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class NsOwner:
+    """Who a namespace belongs to, as the container runtime names it (host/cri.py)."""
+
+    container: str = ""
+    """The container's name; "" for a pod's sandbox (the namespace is the whole pod's)."""
+    pod: str = ""
+    pod_namespace: str = ""
+    runtime: str = ""
+    """`crictl`, `containerd`, `cri-o`, `docker`."""
+
+    def label(self) -> str:
+        """`docker web-1`, `pod kube-system/coredns-x`, `pod default/web (container app)`."""
+        if self.pod:
+            return f"pod {self.pod_namespace}/{self.pod}" + (f" (container {self.container})" if self.container else "")
+        return f"{self.runtime or 'container'} {self.container}"
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLogEvent:
+    """A kernel log record of one of the kinds host/kernel_log.py keeps."""
+
+    kind: str
+    """`hw-csum-failure`, `bad-offload`, `udp-bad-checksum`, `tunnel-mtu`."""
+    device: str | None
+    usec: int | None
+    """Time since boot in microseconds (the ring's clock); None when the source printed none."""
+    seq: int | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class KernelLog:
+    """What the kernel log held of those kinds. `source` is "/dev/kmsg", "dmesg" or None (unreadable)."""
+
+    source: str | None
+    events: tuple[KernelLogEvent, ...] = ()
+    """The newest matching records (bounded), oldest first."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Every matching record per kind, also those past the bound."""
+    records: int = 0
+    truncated: bool = False
+    """The read stopped at a bound before the end of the ring."""
+    error: str | None = None
+
+    def devices(self, kind: str) -> dict[str, int]:
+        """{device: records} of one kind, from the kept events."""
+        out: dict[str, int] = {}
+        for e in self.events:
+            if e.kind == kind and e.device:
+                out[e.device] = out.get(e.device, 0) + 1
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CniSighting:
+    """A CNI, kube-proxy mode or container engine seen on the host (host/cni.py)."""
+
+    name: str
+    kind: str
+    """`cni`, `kube-proxy` or `engine`."""
+    overlay: str | None
+    interfaces: tuple[str, ...]
+    """`ns:dev` of the matching interfaces (the first few; `interface_count` counts them all)."""
+    interface_count: int
+    processes: tuple[str, ...]
+
+    @property
+    def evidence(self) -> str:
+        parts = []
+        if self.interfaces:
+            more = self.interface_count - len(self.interfaces)
+            parts.append(", ".join(self.interfaces) + (f" and {more} more" if more > 0 else ""))
+        if self.processes:
+            parts.append("process " + ", ".join(self.processes))
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class HostSnapshot:
     """Everything doctor knows about one host at one time."""
 
@@ -233,6 +354,11 @@ class HostSnapshot:
     """Versions of ip, ethtool, iptables, nft, ovs-vsctl (None = not installed)."""
     errors: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    owners: dict[str, NsOwner] = field(default_factory=dict)
+    """By namespace id: the container or pod the runtime says holds it (only those it names)."""
+    kernel_log: KernelLog | None = None
+    """None: not read (an older snapshot, or not asked for)."""
+    cni: tuple[CniSighting, ...] = ()
 
     def ns(self, ns_id: str) -> Namespace | None:
         return next((n for n in self.namespaces if n.id == ns_id), None)

@@ -79,6 +79,25 @@ def collect_nat(run: Runner, *, backend: str | None, legacy_installed: bool, nft
             legacy_nat, legacy_mangle = tables.get("nat", ()), tables.get("mangle", ())
         else:
             errors.append(f"legacy iptables rules unknown: {out.error}")
+    # IPv6 NAT (kube-proxy's ip6tables rules on dual-stack nodes, Docker's ip6tables): the same two backends.
+    nat6: tuple[str, ...] | None = None
+    legacy_nat6: tuple[str, ...] | None = None
+    if backend == "nf_tables" and not nft_loadable:
+        nat6 = ()
+    else:
+        out = run(["ip6tables-save"])  # no `-t nat`: with the legacy backend it would load ip6table_nat
+        if out.stdout is not None:
+            nat6 = split_tables(out.stdout).get("nat", ())
+        elif out.error and out.error.endswith("not installed"):
+            nat6 = None
+        else:
+            errors.append(f"IPv6 NAT rules unknown: {out.error}")
+    if backend == "nf_tables" and legacy_installed:
+        out = run(["ip6tables-legacy-save"])
+        if out.stdout is not None:
+            legacy_nat6 = split_tables(out.stdout).get("nat", ())
+        elif not (out.error and out.error.endswith("not installed")):
+            errors.append(f"legacy IPv6 NAT rules unknown: {out.error}")
     if not nft_loadable:
         nft = ""  # nf_tables not loaded: the ruleset is empty, and asking would load it
     else:
@@ -90,5 +109,6 @@ def collect_nat(run: Runner, *, backend: str | None, legacy_installed: bool, nft
         else:
             errors.append(f"nftables ruleset unknown: {out.error}")
     rules = NatRules(iptables_nat=nat, iptables_mangle=mangle, nft_ruleset=nft, iptables_backend=backend,
-                     iptables_legacy_nat=legacy_nat, iptables_legacy_mangle=legacy_mangle)  # fmt: skip
+                     iptables_legacy_nat=legacy_nat, iptables_legacy_mangle=legacy_mangle, ip6tables_nat=nat6,
+                     ip6tables_legacy_nat=legacy_nat6)  # fmt: skip
     return rules, errors

@@ -6,7 +6,8 @@ nothing it applies to exists. Checks are registered in CHECKS, in catalogue orde
 
 Checks are written with the rule toolkit (toolkit.py: walking links and veth peers, reading
 offloads, building findings and fixes), typed against badsum.host.model. Kernel-version facts are in
-kernels.py, the KB-004 iptables parsing in masquerade.py and the tunnel MTU checks in tunnels.py.
+kernels.py, the KB-004 iptables parsing in masquerade.py, the tunnel MTU checks in tunnels.py and
+badsum's own lab emulations of old kernel bugs (tc programs) in emulation.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import shlex
 
 from badsum.host.model import HostSnapshot, Link, Namespace
+from badsum.rules.emulation import emulations, kb001_emulated
 from badsum.rules.kernels import (
     KB009_CONFIRMED,
     KB009_RANGES,
@@ -52,7 +54,7 @@ from badsum.rules.tunnels import df_tunnel_underlay, overlay_mtu
 def veth_rx_csum_upgrade(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     has, how = kernel_has(snap.kernel, KERNEL_FIXES["KB-001"])
     if has:
-        return skip(rule, f"kernel {how}")
+        return kb001_emulated(snap, rule, how) or skip(rule, f"kernel {how}")
     out = []
     for ns, link in links(snap, ("veth",)):
         if ns.id == HOST_NS:
@@ -155,7 +157,20 @@ def vxlan_double_snat(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         if changeable_features(link, ("tx-checksum-ip-generic",)):
             fix.append(ethtool_off(ns, link, "tx-checksum-ip-generic",
                                 "also turns off TSO on the VXLAN device; the CNI recreates the device on restart, so persist it (udev rule)"))  # fmt: skip
-        if has:
+        # A lab's emulation on the uplink puts the pre-5.7 update back where the kernel made it (after
+        # POSTROUTING): the configuration then breaks on this kernel too.
+        emu = emulations(ns, "KB-004", (vx.lower,) if vx is not None and vx.lower else None) if has else []
+        if emu:
+            e = emu[0]
+            facts["kernel_how"] = (f"{snap.kernel.release} carries the fix (ea64d8d6c675), but badsum's lab emulation of "
+                                   f"{e.what} is attached at {e.where}: EMULATED, the kernel acts as before 5.7 there")  # fmt: skip
+            facts["emulated"] = e.as_fact()
+            objects.append(ObjectRef(ns.id, f"{e.device}/tc-{e.program.direction}/{e.program.name}", "tc-bpf"))
+            out.append(finding(rule, Outcome.FAIL, objects,
+                               f"EMULATED: kernel {snap.kernel.release} carries the fix, but badsum's lab emulation of "
+                               f"{e.what} is attached at {e.where}: encapsulated packets masqueraded a second time "
+                               "leave with a bogus outer UDP checksum", facts, fix))  # fmt: skip
+        elif has:
             out.append(finding(rule, Outcome.WARN, objects, "vulnerable configuration; this kernel has the fix", facts, fix))
         else:
             out.append(finding(rule, Outcome.FAIL, objects,
@@ -309,11 +324,24 @@ def hw_csum_failure(snap: HostSnapshot, rule: Rule) -> list[Finding]:
     veths = [(ns, link) for ns, link in links(snap, ("veth",))]
     tunnels = [(ns, link) for ns, link in links(snap, TUNNEL_KINDS)]
     if not (veths and tunnels):
-        return skip(rule, "needs veth pairs and a VXLAN/Geneve device; the kernel log itself is not in the snapshot")
+        return skip(rule, "needs veth pairs and a VXLAN/Geneve device")
     objects = [ObjectRef(HOST_NS, snap.kernel.release, "kernel")] + [link_ref(ns, link) for ns, link in tunnels]
     facts = {"kernel": snap.kernel.release, "kernel_how": how, "tunnels": ", ".join(f"{ns.id}:{link.name}" for ns, link in tunnels),
              "veths": len(veths)}  # fmt: skip
-    return [finding(rule, Outcome.WARN, objects, "the kernel log is not in the snapshot: check dmesg for 'hw csum failure'", facts)]
+    log = snap.kernel_log
+    if log is None or log.source is None:
+        # Without the log (an older snapshot, no root, dmesg_restrict) the path is there but not the symptom.
+        why = "the kernel log was not read" if log is None else log.error or "the kernel log is unreadable"
+        facts["log"] = f"not read ({why}): check dmesg for 'hw csum failure'"
+        return [finding(rule, Outcome.WARN, objects, f"{why}: check dmesg for 'hw csum failure'", facts)]
+    faults = log.counts.get("hw-csum-failure", 0)
+    devices = log.devices("hw-csum-failure")
+    if not faults:
+        facts["log"] = f"no 'hw csum failure' in {log.records} records of {log.source}"
+        return [finding(rule, Outcome.PASS, objects, facts["log"], facts)]
+    named = ", ".join(f"{d} ({n})" for d, n in sorted(devices.items())) or "no device named"
+    facts["log"] = f"{faults} 'hw csum failure' line(s) in {log.source}, on {named}"
+    return [finding(rule, Outcome.FAIL, objects, f"the kernel logged 'hw csum failure' {faults} time(s) ({named})", facts)]
 
 
 # -- KB-009 ------------------------------------------------------------------------------------
