@@ -215,3 +215,43 @@ def test_a_lab_that_stops_reproducing_fails_with_its_evidence(tmp_path: Path, mo
     assert "vxlan-double-snat: not reproduced on this kernel (6.1.0)" in message
     assert "[tcpdump] run: outer VXLAN source port before nat (NFLOG) vs. on node1:eth0: 0/40 packets rewritten" in message
     assert "capture " not in message
+
+
+def test_capture_then_trace_uses_the_recorded_order_not_the_names(tmp_path: Path) -> None:
+    """The issue's run as a new user makes it: capture at the OVS path's four points in path order
+    (which is not the names' sort order), then `trace DIR` and `trace DIR/*.pcapng` (the shell's
+    name order). Both must name the OVS bridge's hop, and say the order came from the recording."""
+    need_root()
+    for tool in ("ovs-vswitchd",):
+        need_tool(tool)
+    import time
+
+    from badsum.lab.lab import Lab
+    from badsum.lab.scenarios.ovs_userspace_veth import C2, topology
+
+    prefix = "bs" + secrets.token_hex(3)
+    caps = tmp_path / "caps"
+    with Lab(topology(), scenario="ovs-userspace-veth", out=tmp_path / "lab", prefix=prefix) as lab:
+        lab.ovs["host"].vsctl("set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=false")
+        path = [f"{prefix}-c1:eth0", f"{prefix}-host:c1-veth", f"{prefix}-host:c2-veth", f"{prefix}-c2:eth0"]
+        assert sorted(path) != path
+        cap = subprocess.Popen([*BADSUM, "capture", *(x for p in path for x in ("--point", p)), "-f", "tcp", "-d", "6",
+                                "--json", "--no-progress", "-o", str(caps)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            time.sleep(1.5)  # the capture workers open their sockets
+            tcp = lab.tcp_transfer("c1", "c2", C2, port=9100, nbytes=20_000, timeout=3)
+            out, err = cap.communicate(timeout=60)
+        finally:
+            if cap.poll() is None:
+                cap.kill()
+        assert cap.returncode == 0, err
+        assert not tcp["ok"], "the OVS netdev path should break TCP (KB-005)"
+    captured = json.loads(out)["data"]
+    assert captured["path"] == path and Path(captured["manifest"]) == caps / "manifest.json"
+    glob = sorted(str(p) for p in caps.glob("*.pcapng"))
+    assert [Path(g).stem for g in glob] != path
+    for argv in ([str(caps)], glob):
+        code, data = trace(*argv)
+        assert data["path"] == path and data["order"]["source"].startswith("recorded (manifest"), data["order"]
+        hops = {(f["first_bad_hop"]["after"], f["first_bad_hop"]["before"]) for f in data["flows"] if f["first_bad_hop"]}
+        assert code == 1 and hops == {(path[1], path[2])}, hops

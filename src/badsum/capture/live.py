@@ -28,6 +28,8 @@ import struct
 import sys
 import time
 
+from badsum.capture.pathorder import shb_comment
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
@@ -83,8 +85,10 @@ def open_socket(dev: str, filter_expr: str | None, snaplen: int) -> tuple[socket
 
 def capture(s: socket.socket, linktype: int, *, out: str, label: str, snaplen: int, timeout: float | None,
             count: int | None, max_bytes: int | None, stop: Stop, progress: float | None = None,
-            watch_stdin: bool = False) -> dict:  # fmt: skip
-    """Read `s` into `out` until a limit, a signal or (watch_stdin) the end of stdin."""
+            watch_stdin: bool = False, comments: list[str] | None = None) -> dict:  # fmt: skip
+    """Read `s` into `out` until a limit, a signal or (watch_stdin) the end of stdin. `comments` go
+    into the section header (the session's path order: capture/pathorder.py)."""
+    comments = comments or []
     from badsum.capture.pcapng_writer import (
         DIRECTION_INBOUND,
         DIRECTION_OUTBOUND,
@@ -98,7 +102,7 @@ def capture(s: socket.socket, linktype: int, *, out: str, label: str, snaplen: i
     next_progress = started + progress if progress else None
     s.setblocking(False)
     watch = [s, sys.stdin] if watch_stdin else [s]
-    with PcapngWriter(out) as w:
+    with PcapngWriter(out, comments=comments) as w:
         iface = w.add_interface(linktype, snaplen=snaplen, name=label)
         while True:
             now = time.monotonic()
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytes", type=int, default=None)
     p.add_argument("--progress", type=float, default=None, help="seconds between progress lines")
     p.add_argument("--wait-go", action="store_true")
+    p.add_argument("--path-label", action="append", default=[],
+                   help="the session's points in path order (repeated), recorded in the section header")
     a = p.parse_args(argv)
     from badsum.capture.bpf import FilterError
 
@@ -194,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             s.close()
             return 0  # told not to start: no file
     result = capture(s, linktype, out=a.out, label=a.label or a.dev, snaplen=a.snaplen, timeout=a.timeout,
-                     count=a.count, max_bytes=a.bytes, stop=stop, progress=a.progress, watch_stdin=a.wait_go)  # fmt: skip
+                     count=a.count, max_bytes=a.bytes, stop=stop, progress=a.progress, watch_stdin=a.wait_go,
+                     comments=[shb_comment(a.path_label)] if a.path_label else [])  # fmt: skip
     result["dev"] = a.dev
     _say(result)
     return 0

@@ -19,10 +19,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from badsum.capture import pathorder
 from badsum.host.model import HOST_NS
 from badsum.outfile import UnsafeTarget, check_writable_target, kind_of
 
@@ -140,11 +141,15 @@ class Session:
     points: list[dict]
     stopped_by: str
     seconds: float
+    manifest: str | None = None
+    """The manifest written beside the files (path order; None with --single, whose file holds the order)."""
 
 
-def _argv(point: Point, out: str, filter_expr: str | None, limits: Limits) -> list[str]:
+def _argv(point: Point, out: str, filter_expr: str | None, limits: Limits, path: Sequence[str] = ()) -> list[str]:
     argv = [sys.executable, "-m", "badsum.capture.live", "--dev", point.dev, "--out", out, "--label", point.label,
             "--snaplen", str(limits.snaplen), "--progress", "0.5", "--wait-go"]  # fmt: skip
+    for label in path:
+        argv += ["--path-label", label]
     if filter_expr:
         argv += ["--filter", filter_expr]
     for flag, value in (("--timeout", limits.duration), ("--count", limits.count), ("--bytes", limits.bytes)):
@@ -164,7 +169,8 @@ def _env() -> dict[str, str]:
 
 
 def run_session(points: list[Point], *, out_dir: str | None, single: str | None, filter_expr: str | None,
-                limits: Limits, progress: Callable[[list[tuple[str, int, int]], float], None] | None = None) -> Session:  # fmt: skip
+                limits: Limits, progress: Callable[[list[tuple[str, int, int]], float], None] | None = None,
+                auto: str | None = None) -> Session:  # fmt: skip
     """Capture at every point until each worker stops (limits, Ctrl-C, SIGTERM). Raises
     CaptureError, with nothing started and no file written, when any point cannot be captured."""
     labels = [p.label for p in points]
@@ -198,7 +204,7 @@ def run_session(points: list[Point], *, out_dir: str | None, single: str | None,
     try:
         for p in points:
             out = os.path.join(work, f"{p.label}.pcapng")
-            proc = subprocess.Popen(_argv(p, out, filter_expr, limits), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(_argv(p, out, filter_expr, limits, labels), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)  # fmt: skip
             w = _Worker(p, out, proc)
             threading.Thread(target=w.read, daemon=True).start()
@@ -251,9 +257,13 @@ def run_session(points: list[Point], *, out_dir: str | None, single: str | None,
         shutil.rmtree(work, ignore_errors=True)
     stopped = "interrupted" if interrupted else "limits"
     pts = [{"point": w.point.label, "namespace": w.point.ns, "interface": w.point.dev, "file": files[w.point.label],
-            **{k: (w.result or {}).get(k) for k in ("packets", "bytes", "wire_bytes", "truncated", "dropped", "stopped")}}
-           for w in workers]  # fmt: skip
-    return Session(files, pts, stopped, round(time.monotonic() - started, 3))
+            **{k: (w.result or {}).get(k) for k in ("packets", "bytes", "wire_bytes", "truncated", "dropped", "stopped")},
+            **({"why": w.point.why} if w.point.why else {})} for w in workers]  # fmt: skip
+    manifest = None
+    if not single:
+        # The path order for `badsum trace DIR` (and globs of it): the shell's order is the names' order.
+        manifest = pathorder.write_manifest(out_dir, pathorder.manifest_data(pts, auto=auto))  # type: ignore[arg-type]
+    return Session(files, pts, stopped, round(time.monotonic() - started, 3), manifest)
 
 
 def check_outputs(points: list[Point], *, out_dir: str | None, single: str | None) -> None:
@@ -347,7 +357,7 @@ def merge(files: list[str], labels: list[str], out: str) -> int:
                     yield (int(b.ts_ns[j]), i, bytes(b.packet(j)), int(b.origlen[j]), int(b.direction[j]),
                            int(b.tp_status[j]))  # fmt: skip
 
-    with PcapngWriter(out) as w:
+    with PcapngWriter(out, comments=[pathorder.shb_comment(labels)]) as w:
         ids = []
         for path, label in zip(files, labels):
             with open_capture(path) as reader:

@@ -81,15 +81,18 @@ def run(args: argparse.Namespace) -> Result:
         limits = Limits(snaplen=args.snaplen, duration=args.duration, count=args.count, bytes=args.max_bytes)
         show = not args.json and not args.no_progress and sys.stderr.isatty()
         session = run_session(points, out_dir=out_dir, single=args.single, filter_expr=args.filter, limits=limits,
-                              progress=_progress_line if show else None)  # fmt: skip
+                              progress=_progress_line if show else None, auto=args.auto)  # fmt: skip
     except CaptureError as e:
         message = str(e) + (_known_namespaces() if e.code == "namespace.unknown" and not args.auto else "")
         return _failed(e.code, message, ExitCode.USAGE if e.usage else ExitCode.UNREADABLE)
     if show:
         print(file=sys.stderr)
     data = {"points": session.points, "files": sorted(set(session.files.values())), "stopped_by": session.stopped_by,
-            "seconds": session.seconds, "filter": args.filter, "snaplen": args.snaplen}  # fmt: skip
+            "seconds": session.seconds, "filter": args.filter, "snaplen": args.snaplen,
+            "path": [pt["point"] for pt in session.points], "manifest": session.manifest}  # fmt: skip
     text = "".join(f"{pt['point']}: {pt['packets']:,} packets, {pt['bytes']:,} bytes -> {pt['file']}\n" for pt in session.points)
+    where = session.manifest or args.single
+    text += f"path order {' -> '.join(data['path'])} recorded in {where} (`badsum trace` reads it)\n"
     return Result("capture", ExitCode.OK, data, text=text)
 
 
