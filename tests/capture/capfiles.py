@@ -219,5 +219,6 @@ EXPECTED_RICH = {
     "direction": [0, 2, 0, 0, 1, 0, 0],
     "tp_status": [0xFFFFFFFF, 0x108, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF],
     "comments": {1: ["hello", TP_COMMENT.decode()], 5: ["be comment"]},
+    "frames": [1, 2, 3, 5, 6, 7, 8],
     "skipped": {"NRB": 1, "ISB": 1, "CB": 1, "0x12345678": 1, "DSB": 1},
 }

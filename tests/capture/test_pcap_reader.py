@@ -25,12 +25,13 @@ def read_all(source: object, **kw: int) -> tuple[CaptureReader, list[Batch]]:
     return reader, batches
 
 
-def check_packets(built: Built, batches: list[Batch], base: int = 0) -> None:
-    """Every packet's bytes, lengths, time, frame number and offset are as built."""
+def check_packets(built: Built, batches: list[Batch], base: int = 0, frames: list[int] | None = None) -> None:
+    """Every packet's bytes, lengths, time, frame number and offset are as built. Frame numbers
+    count packets, unless `frames` gives them (pcapng blocks tshark numbers without a packet)."""
     packets = [(b, i) for b in batches for i in range(len(b))]
     assert len(packets) == len(built.packets)
     for k, (b, i) in enumerate(packets):
-        assert b.first_frame + i == k + 1
+        assert b.first_frame + i == (k + 1 if frames is None else frames[k])
         assert b.packet(i) == built.packets[k]
         assert int(b.caplen[i]) == len(built.packets[k])
         assert int(b.origlen[i]) == built.origlens[k]

@@ -33,10 +33,16 @@ def column(batches: list[Batch], name: str) -> list[int]:
 
 
 def comments(batches: list[Batch]) -> dict[int, list[str]]:
-    out = {}
+    """By packet index (0-based, counting packets only)."""
+    out, seen = {}, 0
     for b in batches:
-        out.update({b.first_frame - 1 + i: c for i, c in b.comments.items()})
+        out.update({seen + i: c for i, c in b.comments.items()})
+        seen += len(b)
     return out
+
+
+def frames(batches: list[Batch]) -> list[int]:
+    return [b.first_frame + i for b in batches for i in range(len(b))]
 
 
 @pytest.mark.parametrize("chunk_size", [64, 100, 333, 1 << 20])
@@ -47,10 +53,11 @@ def test_rich_file(tmp_path: Path, chunk_size: int, batch_packets: int) -> None:
         write(tmp_path, built.data), chunk_size=chunk_size, batch_packets=batch_packets
     )
     assert reader.format == "pcapng" and not reader.errors, reader.errors
-    check_packets(built, batches)
+    check_packets(built, batches, frames=EXPECTED_RICH["frames"])
     for name in ("interface", "linktype", "direction", "tp_status"):
         assert column(batches, name) == EXPECTED_RICH[name], name
     assert comments(batches) == EXPECTED_RICH["comments"]
+    assert frames(batches) == EXPECTED_RICH["frames"]  # the CB after the third packet is frame 4, as in tshark
     assert reader.skipped_blocks == EXPECTED_RICH["skipped"]
     assert [s.byte_order for s in reader.sections] == ["little", "big", "little"]
     assert [s.first_interface for s in reader.sections] == [0, 3, 4]

@@ -138,8 +138,11 @@ def test_write_batch_copies_packets_keeps_and_adds_comments(tmp_path: Path) -> N
     ]
     frame_comments = {b.first_frame + i: c for b in batches for i, c in b.comments.items()}
     assert frame_comments[2] == ["hello", TP_COMMENT.decode()]  # kept, no second status comment
-    assert frame_comments[3] == ["badsum:test frame 3"]  # batches of 3: index 0 of the 2nd batch
-    assert frame_comments[6] == ["be comment", "badsum:test frame 6"]  # existing first, then added
+    assert frame_comments[3] == ["badsum:test frame 3"]  # batches of 3: index 2 of the 1st batch
+    # The source's custom block took frame 4 (as in tshark) and is not copied: the copy's frame 4 is
+    # the source's frame 5, the first of the next batch.
+    assert frame_comments[4] == ["badsum:test frame 5"]
+    assert frame_comments[6] == ["be comment", "badsum:test frame 7"]  # existing first, then added
 
 
 def test_write_batch_from_pcap_without_interfaces(tmp_path: Path) -> None:

@@ -35,6 +35,12 @@ PCAP_SANE_SNAPLEN = 262144
 (some writers lie about it) up to this, but not beyond (suricata bug 6875: a 16 MB claim)."""
 NO_TP_STATUS = 0xFFFFFFFF
 _STOPPED = -1  # a Python-side handler already recorded the damage
+_SPLIT = -2  # the batch ends before a block that takes a frame number (FRAME_BLOCKS); reading goes on
+#: Blocks Wireshark numbers as frames though they carry no packet: custom blocks (copiable and not,
+#: shown as "data"/PCAPNG frames) and systemd journal entries. They take a frame number here too, so
+#: that badsum's 1-based `frame` is tshark's frame.number on every file (pcapng-test-generator
+#: le_test202: frames 3, 6, 9, not 2, 5, 7).
+FRAME_BLOCKS = frozenset({0x00000BAD, 0x40000BAD, 0x00000009})
 
 # magic as read little-endian -> (byte order, nanosecond timestamps, record header length)
 _PCAP_MAGICS = {
@@ -81,6 +87,8 @@ class CaptureReader:
         self.skipped_blocks: dict[str, int] = {}
         """pcapng blocks read past without use, by name (`NRB`, `ISB`, `DSB`, `CB`...)."""
         self.packets = 0
+        self.numbered_blocks = 0
+        """Blocks that took a frame number without holding a packet (FRAME_BLOCKS), so far."""
         """Packets yielded so far."""
         self.empty_records = 0
         """Of those, records with no captured bytes (caplen 0): nothing in them can be judged."""
@@ -125,7 +133,7 @@ class CaptureReader:
 
     def _after_walk(self, status: int, detail: int) -> bool:
         """Act on why a framing walk stopped; True to keep reading."""
-        if status == _framing.FULL:
+        if status in (_framing.FULL, _SPLIT):
             return True
         if status == _framing.NEED_MORE and not self._c.eof:
             self._c.refill(detail)
@@ -258,6 +266,10 @@ class CaptureReader:
             if n > before:
                 self._collect_comments(before, n, arrays[4], comments)
             if status == _framing.BLOCK:
+                if int(detail) in FRAME_BLOCKS:
+                    if n:  # frame numbers in a batch are consecutive: end it before this block
+                        return n, _SPLIT, 0
+                    self.numbered_blocks += 1
                 if not self._on_block(int(detail)):
                     return n, _STOPPED, 0
             elif status == _framing.SHB:
@@ -387,7 +399,7 @@ class CaptureReader:
             _trim(c, n) for c in columns
         )
         batch = Batch(
-            buf=self._c.buf, first_frame=self.packets + 1, offset=off, caplen=caplen, origlen=origlen,
+            buf=self._c.buf, first_frame=self.packets + self.numbered_blocks + 1, offset=off, caplen=caplen, origlen=origlen,
             ts_ns=ts_ns, linktype=linktype, interface=interface, tp_status=tp_status,
             direction=direction, file_offset=file_offset, comments=comments,
         )  # fmt: skip
