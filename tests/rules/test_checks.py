@@ -487,3 +487,15 @@ def test_second_wave_is_quiet_on_this_hosts_kernel() -> None:
             moved = dataclasses.replace(HostSnapshot.from_json(p.read_text()), kernel=kernel("6.18.44-fc-v1272"))
             found = problems(evaluate(moved, rules=[rule]))
             assert (rule.id == "KB-018") == bool(found), (p.name, [f.reason for f in found])
+
+
+@pytest.mark.parametrize(("release", "outcome"), [
+    ("5.8.18", Outcome.WARN),  # 5.8.y never took 89e5c58fc1e2
+    ("4.18.0-240.el8.x86_64", Outcome.WARN),  # RHEL 8.3: reported without it (cilium#15485)
+    ("4.18.0-305.el8.x86_64", Outcome.UNKNOWN),  # a later el8 build: not known either way
+    ("5.4.0-26-generic", Outcome.UNKNOWN),  # a 5.4 build whose stable release is not in its name
+    ("5.10.30", Outcome.UNKNOWN),  # 5.10.y took it in April 2021 at a release not verified here
+])  # fmt: skip
+def test_kb016_warns_only_on_kernels_known_without_the_fix(release: str, outcome: Outcome) -> None:
+    (f,) = _only(snapshot(release, host((nic(), vxlan()))), "KB-016")
+    assert f.outcome is outcome, f.reason
