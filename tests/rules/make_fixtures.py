@@ -33,6 +33,8 @@ from rule_fixtures import (
     vxlan,
 )
 
+from fixtures_wave2 import FIXTURES as WAVE2
+
 from badsum.host.model import HostSnapshot, KernelLog, KernelLogEvent, Link, Route, TcBpf
 
 HERE = Path(__file__).resolve().parent / "fixtures"
@@ -336,6 +338,7 @@ FIXTURES = {
     "KB-001": kb001, "KB-002": kb002, "KB-003": kb003, "KB-004": kb004, "KB-005": kb005, "KB-006": kb006,
     "KB-007": kb007, "KB-008": kb008, "KB-009": kb009, "KB-010": kb010, "CFG-OVERLAY-MTU": cfg_mtu,
     "CSUM-COUNTERS-RISING": counters_rising, "CSUM-COUNTERS-PAST": counters_past,
+    **WAVE2,
 }  # fmt: skip
 
 

@@ -7,7 +7,8 @@ nothing it applies to exists. Checks are registered in CHECKS, in catalogue orde
 Checks are written with the rule toolkit (toolkit.py: walking links and veth peers, reading
 offloads, building findings and fixes), typed against badsum.host.model. Kernel-version facts are in
 kernels.py, the KB-004 iptables parsing in masquerade.py, the tunnel MTU checks in tunnels.py and
-badsum's own lab emulations of old kernel bugs (tc programs) in emulation.py.
+badsum's own lab emulations of old kernel bugs (tc programs) in emulation.py. The second wave
+(known-issues-2.md, KB-011..KB-020) lives in ipv6nat.py, gro.py, tunnels.py and cnipaths.py.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ from badsum.rules.toolkit import (
     skip,
     veth_peer,
 )
-from badsum.rules.tunnels import df_tunnel_underlay, overlay_mtu
+from badsum.rules.cnipaths import antrea_l7_partial_csum, ipip_tx_csum_mlx5, kube_ovn_double_snat
+from badsum.rules.gro import overlay_over_userspace_vpn, udp_gro_forwarding_netns, vmxnet3_lro_tunnel
+from badsum.rules.ipv6nat import cilium_ipv6_l4_csum, ipv6_nat_csum
+from badsum.rules.tunnels import bridged_tunnel_pmtu, df_tunnel_underlay, overlay_mtu, zero_udp_csum_gro
 
 # -- KB-001 ------------------------------------------------------------------------------------
 
@@ -453,6 +457,16 @@ CHECKS: dict[str, Check] = {
     "hw_csum_failure": hw_csum_failure,
     "tun_gso_einval": tun_gso_einval,
     "odp_vxlan_vport_mtu": odp_vxlan_vport_mtu,
+    "ipv6_nat_csum": ipv6_nat_csum,
+    "cilium_ipv6_l4_csum": cilium_ipv6_l4_csum,
+    "udp_gro_forwarding_netns": udp_gro_forwarding_netns,
+    "overlay_over_userspace_vpn": overlay_over_userspace_vpn,
+    "vmxnet3_lro_tunnel": vmxnet3_lro_tunnel,
+    "zero_udp_csum_gro": zero_udp_csum_gro,
+    "bridged_tunnel_pmtu": bridged_tunnel_pmtu,
+    "antrea_l7_partial_csum": antrea_l7_partial_csum,
+    "ipip_tx_csum_mlx5": ipip_tx_csum_mlx5,
+    "kube_ovn_double_snat": kube_ovn_double_snat,
     "overlay_mtu": overlay_mtu,
     "counters_rising": counters_rising,
     "counters_past": counters_past,

@@ -22,6 +22,8 @@ class KernelFix:
     """(distribution, first build with the backport), e.g. ("el7", 352) for 3.10.0-352.el7."""
     abi: tuple[tuple[tuple[int, int, int], int], ...] = ()
     """Ubuntu-style `X.Y.0-N` releases: (X.Y.0, first ABI number N with it)."""
+    unverified: tuple[tuple[int, int], ...] = ()
+    """Older series said to have a backport whose first release is not known: kernel_has() says None there."""
     note: str = ""
 
 
@@ -54,6 +56,32 @@ KERNEL_FIXES: dict[str, KernelFix] = {
     # bpf: add skb_postpush_rcsum and fix dev_forward_skb occasions (linkage to the report unverified).
     "KB-008": KernelFix("f8ffad69c9f8", (4, 6, 0), distro=(("el7", 435),),
                         note="the mainline release (about 4.6) and the link to the reports are unverified"),
+    # -- known-issues-2.md ------------------------------------------------------------------------
+    # net: Fix skb->csum update in inet_proto_csum_replace16() (IPv6 NAT on CHECKSUM_COMPLETE skbs).
+    "KB-011": KernelFix("189c9b1e9453", (5, 6, 0), stable=((4, 9, 213),), unverified=((5, 5), (5, 4), (4, 19), (4, 14)),
+                        note="fixed 2020-01; the mainline release (5.6, possibly 5.5) is inferred from the date; "
+                             "the 4.14 and 5.4 backports (Feb 2020) are known, their releases are not"),
+    # bpf: bpf_l4_csum_replace() gains BPF_F_IPV6 so IPv6 CHECKSUM_COMPLETE skbs keep a right skb->csum.
+    "KB-012": KernelFix("ead7f9b8de65", (6, 16, 0), unverified=((6, 15), (6, 12), (6, 6), (6, 1), (5, 15), (5, 10)),
+                        note="2025-05/06; the mainline release (6.15 or 6.16) and the stable releases (down to 5.10, "
+                             "2025-06) are not verified"),
+    # udp: do not accept non-tunnel GSO skbs landing in a tunnel (with f0b8c3034556, 64235eabc4b5, ed4cccef64c1).
+    "KB-013": KernelFix("3d010c8031e3", (6, 9, 0), stable=((6, 8, 5),), unverified=((6, 6), (6, 1), (5, 15)),
+                        note="net 2024-03-29, v6.9 cycle; 6.8.5 seen fixed (tailscale#11026); other stable series "
+                             "not verified"),
+    # vmxnet3: LRO'd tunnel packets get their tunnel GSO type (needed once 3d010c8031e3 drops the others).
+    "KB-015": KernelFix("982d30c30eaa", (6, 16, 0), unverified=((6, 15), (6, 12)),
+                        note="6.16 merge window; in 6.12.y since 2025-06-17 (release number not verified)"),
+    "KB-015/regression": KernelFix("3d010c8031e3", (6, 9, 0), stable=((6, 8, 5),), unverified=((6, 6), (6, 1), (5, 15)),
+                                   note="the change after which vmxnet3's LRO'd tunnel packets are dropped"),
+    # GRO for UDP tunnel packets with a zero outer checksum (5.12 merge window).
+    "KB-016": KernelFix("89e5c58fc1e2", (5, 12, 0), stable=((4, 9, 268),), unverified=((5, 11), (5, 10), (5, 4), (4, 19), (4, 14)),
+                        note="other series of April 2021 are not verified"),
+    # tunnels: PMTU discovery for directly bridged IP packets (also fc68c99577cc vxlan, c1a800e88dbf geneve).
+    "KB-017": KernelFix("4cb47a8644cc", (5, 9, 0), note="net-next 2020-08; 5.9 is inferred; no stable backports known"),
+    # OVS + Geneve options: the ICMP for a GSO skb was built from it and dropped.
+    "KB-017/geneve-options": KernelFix("e3c674db356c", (6, 18, 0), unverified=((6, 17), (6, 12), (6, 6)),
+                                       note="2025-09; the mainline release (6.17 or 6.18) and backports are not verified"),
 }  # fmt: skip
 
 #: KB-009: e269d79c7d35 ("net: missing check virtio") went into these stable releases before
@@ -112,4 +140,6 @@ def kernel_has(kernel: KernelInfo, fix: KernelFix) -> tuple[bool | None, str]:
         if s[:2] == v[:2]:
             ok = v >= s
             return ok, f"{rel} {'>=' if ok else '<'} {version_text(s)}, the first {s[0]}.{s[1]}.y with {fix.commit}"
+    if v[:2] in fix.unverified:
+        return None, f"{rel}: {fix.commit} was backported to {v[0]}.{v[1]}.y, but the first release with it is not known"
     return False, f"{rel} < {version_text(fix.mainline)}, the first release with {fix.commit}"

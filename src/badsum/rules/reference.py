@@ -20,6 +20,8 @@ def _kernel_line(fix: KernelFix) -> str:
         parts.append("stable " + ", ".join(version_text(s) for s in fix.stable))
     parts += [f"{d} build {b}" for d, b in fix.distro]
     parts += [f"Ubuntu {version_text(s)}.0-{n}" for s, n in fix.abi]
+    if fix.unverified:
+        parts.append("backports to " + ", ".join(f"{a}.{b}.y" for a, b in fix.unverified) + " at releases not known")
     line = "; ".join(parts)
     return f"{line} ({fix.note})" if fix.note else line
 
@@ -52,8 +54,10 @@ def render() -> str:
                 f"- Severity: {e['severity']}",
                 f"- Applies to: {e['applies_to']}",
                 f"- Check: `{e['check']}` (src/{CHECKS[e['check']].__module__.replace('.', '/')}.py)"]  # fmt: skip
-        if e["id"] in KERNEL_FIXES:
-            out.append(f"- Kernel: {_kernel_line(KERNEL_FIXES[e['id']])}")
+        for key, fix in KERNEL_FIXES.items():  # `KB-015/regression`: a second kernel change the rule reads
+            if key == e["id"] or key.startswith(e["id"] + "/"):
+                label = "Kernel" if key == e["id"] else f"Kernel ({key.split('/', 1)[1]})"
+                out.append(f"- {label}: {_kernel_line(fix)}")
         if e["id"] == "KB-009":
             out.append("- Kernel ranges: " + "; ".join(f"{version_text(r.lo)} to before {version_text(r.hi)} ({r.source})" for r in KB009_RANGES))
         out += ["", f"Condition: {_squash(e['condition'])}", "",
