@@ -24,7 +24,7 @@ CLIENT, DNS = "2001:db8:10::5", "2001:db8:20::53"
 
 
 def pcap(tmp: Path, *args: str) -> tuple[int, dict]:
-    r = subprocess.run([*BADSUM, "pcap", "--json", *args], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([*BADSUM, "pcap", "--json", *args], check=False, capture_output=True, text=True, timeout=60)
     return r.returncode, json.loads(r.stdout)
 
 
@@ -151,8 +151,8 @@ def test_zero_outer_sum_note_keeps_exit_zero(tmp_path: Path) -> None:
     assert code == 0 and doc["status"] == "ok"
     assert s["kind"] == "tunnel-zero-csum" and s["severity"] == "info" and s["details"]["zero"] == 3
     assert [c["id"] for c in s["likely_causes"]] == ["KB-016"]
-    text = subprocess.run([*BADSUM, "pcap", str(cap)], capture_output=True, text=True, timeout=60)
+    text = subprocess.run([*BADSUM, "pcap", str(cap)], check=False, capture_output=True, text=True, timeout=60)
     assert text.returncode == 0 and "tunnel-zero-csum" in text.stdout and "KB-016" in text.stdout
-    lines = subprocess.run([*BADSUM, "pcap", "--jsonl", str(cap)], capture_output=True, text=True, timeout=60)
+    lines = subprocess.run([*BADSUM, "pcap", "--jsonl", str(cap)], check=False, capture_output=True, text=True, timeout=60)
     assert lines.returncode == 0
     assert [json.loads(x)["kind"] for x in lines.stdout.splitlines() if '"symptom"' in x] == ["tunnel-zero-csum"]

@@ -106,7 +106,7 @@ def test_zero_outer_sums_per_tunnel_match_tshark(tmp_path: Path) -> None:
 def test_same_counts_in_small_batches(tmp_path: Path) -> None:
     cap = tmp_path / "zero.pcap"
     build(cap)
-    key = lambda ss: sorted((s.flow.src, s.flow.dst, s.details["zero"], s.details["nonzero"]) for s in ss)  # noqa: E731
+    key = lambda ss: sorted((s.flow.src, s.flow.dst, s.details["zero"], s.details["nonzero"]) for s in ss)
     assert key(of_kind(scan(cap, chunk=256), Kind.TUNNEL_ZERO_CSUM)) == key(of_kind(scan(cap), Kind.TUNNEL_ZERO_CSUM))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import stat
 import sys
@@ -17,11 +18,18 @@ from badsum.capture.pcapng_writer import PcapngWriter
 from badsum.cli.argtypes import int_range, port, unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result, say
 from badsum.cli.snapshot import read_snapshot
-from badsum.flows.udp6 import Receiver, receivers_from_snapshot
+from badsum.flows.udp6 import Receiver
+from badsum.host.model import HostSnapshot
 from badsum.outfile import UnsafeTarget
 from badsum.report.envelope import Envelope
 from badsum.report.output import OutputError, Stdout, cannot_write, stdout
-from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, report_errors, to_data
+from badsum.report.pcap_report import (
+    CaptureMeta,
+    exit_code,
+    render_text,
+    report_errors,
+    to_data,
+)
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
 from badsum.report.symptoms import write_symptom_lines
 
@@ -66,6 +74,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows and symptoms with evidence, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.set_defaults(run=run)
+
+
+def receivers_from_snapshot(snapshot: HostSnapshot) -> tuple[Receiver, ...]:
+    """Namespaces of a host snapshot sampled twice: their counter increases and addresses (no prefix)."""
+    out = []
+    for ns in snapshot.namespaces:
+        if ns.counters is None:
+            continue
+        addrs = frozenset(str(ipaddress.ip_interface(a).ip) for link in ns.links for a in link.addresses if _is_address(a))
+        out.append(Receiver(ns.id, addrs, ns.counters.rising(), float(ns.counters.interval_s)))
+    return tuple(out)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _refuse(args: argparse.Namespace, out: Stdout, failure: Failure) -> int:

@@ -16,7 +16,16 @@ from __future__ import annotations
 import numpy as np
 
 from badsum.checksum.verdict import Flow, Layer, Status
-from badsum.flows.base import BatchView, Bounded, Limits, addr_text, addr_words, ev, flow_of, take
+from badsum.flows.base import (
+    BatchView,
+    Bounded,
+    Limits,
+    addr_text,
+    addr_words,
+    ev,
+    flow_of,
+    take,
+)
 from badsum.flows.causes import causes_for
 from badsum.flows.facts import IPF_UDP_TUNNEL
 from badsum.flows.overlay import TUNNEL_BY_PORT

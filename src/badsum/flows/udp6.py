@@ -14,13 +14,21 @@ holds it (NAT rewrote it after the capture point), the namespaces where the coun
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 import numpy as np
 
 from badsum.checksum.verdict import Layer, Status
-from badsum.flows.base import BatchView, Bounded, Limits, addr_text, addr_words, ev, flow_of, take
+from badsum.flows.base import (
+    BatchView,
+    Bounded,
+    Limits,
+    addr_text,
+    addr_words,
+    ev,
+    flow_of,
+    take,
+)
 from badsum.flows.causes import causes_for
 from badsum.flows.facts import IPF_LATER_FRAGMENT
 from badsum.flows.symptom import MAX_EVIDENCE, Evidence, Kind, Severity, Symptom
@@ -42,7 +50,7 @@ class Receiver:
 
 
 class _Flow:
-    __slots__ = ("evidence", "fact", "first", "notok", "last", "packets")
+    __slots__ = ("evidence", "fact", "first", "last", "notok", "packets")
 
     def __init__(self, fact: np.void) -> None:
         self.fact = fact.copy()
@@ -151,22 +159,4 @@ class Udp6Flows:
         )
 
 
-def receivers_from_snapshot(snapshot) -> tuple[Receiver, ...]:  # noqa: ANN001 (a badsum.host.model.HostSnapshot)
-    """Namespaces of a host snapshot that have two counter samples, with their addresses."""
-    out = []
-    for ns in snapshot.namespaces:
-        if ns.counters is None:
-            continue
-        addrs = frozenset(_bare(a) for link in ns.links for a in link.addresses)
-        out.append(Receiver(ns.id, addrs, ns.counters.rising(), float(ns.counters.interval_s)))
-    return tuple(out)
-
-
-def _bare(cidr: str) -> str:
-    try:
-        return str(ipaddress.ip_interface(cidr).ip)
-    except ValueError:
-        return cidr.split("/")[0]
-
-
-__all__ = ["Receiver", "Udp6Flows", "receivers_from_snapshot"]
+__all__ = ["Receiver", "Udp6Flows"]
