@@ -27,7 +27,7 @@ from badsum.flows.base import (
     take,
 )
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import IPF_UDP_TUNNEL
+from badsum.flows.facts import IPF_UDP_TUNNEL, _mix
 from badsum.flows.overlay import TUNNEL_BY_PORT
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
 
@@ -43,15 +43,33 @@ class _Tunnel:
         self.flow, self.tunnel, self.port = flow, tunnel, port
         self.zero = 0
         self.first = self.last = (frame, ts)
-        self.pairs: set[tuple[int, int, int, int]] = set()
+        self.pairs: set[int] = set()
         self.evidence: list[Evidence] = []
 
 
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_PORTS = np.array(sorted(TUNNEL_BY_PORT), dtype=np.uint16)
+
+
+def _fold(*words: np.ndarray) -> np.ndarray:
+    """One well-spread uint64 per row from several uint64 columns (splitmix64 rounds)."""
+    with np.errstate(over="ignore"):
+        k = np.zeros(len(words[0]), dtype=np.uint64)
+        for w in words:
+            k = _mix(k * _M1 ^ w.astype(np.uint64))
+    return k
+
+
 def _pair_keys(facts: np.ndarray) -> np.ndarray:
-    """Directional inner host pairs as (n, 4) uint64: src words, dst words."""
+    """Directional inner host pairs (source, destination) as uint64 keys."""
     s0, s1 = addr_words(facts, "src")
     d0, d1 = addr_words(facts, "dst")
-    return np.stack([s0, s1, d0, d1], axis=1)
+    return _fold(s0, s1, d0, d1)
+
+
+def _row_words(rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    w = np.ascontiguousarray(rows[name]).view("<u8").reshape(-1, 2)
+    return w[:, 0], w[:, 1]
 
 
 class TunnelZeroSums:
@@ -59,9 +77,9 @@ class TunnelZeroSums:
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.table: Bounded[tuple, _Tunnel] = Bounded(limits.tunnels)
+        self.table: Bounded[int, _Tunnel] = Bounded(limits.tunnels)
         #: directional inner host pair -> tunnel packets with a non-zero outer sum
-        self.nonzero: Bounded[tuple[int, int, int, int], list[int]] = Bounded(limits.tunnel_pairs)
+        self.nonzero: Bounded[int, list[int]] = Bounded(limits.tunnel_pairs)
 
     def feed(self, v: BatchView) -> None:
         p = v.col("ip_flags")
@@ -79,8 +97,8 @@ class TunnelZeroSums:
         rest = sub[~np.isin(sub["frame"], zero_frames)]
         if not len(rest):
             return
-        keys, counts = np.unique(_pair_keys(rest), axis=0, return_counts=True)
-        for k, c in zip(map(tuple, keys.tolist()), counts.tolist()):
+        keys, counts = np.unique(_pair_keys(rest), return_counts=True)
+        for k, c in zip(keys.tolist(), counts.tolist()):
             n = self.nonzero.get(k)
             if n is None:
                 self.nonzero.put(k, [c])
@@ -94,22 +112,31 @@ class TunnelZeroSums:
         r, f = r[keep], f[keep]
         if not len(r):
             return
-        pairs = list(map(tuple, _pair_keys(f).tolist()))
-        for row, fact, pair in zip(r, f, pairs):
-            sport, dport, ipver = int(row["sport"]), int(row["dport"]), int(row["ipver"])
-            port = dport if dport in TUNNEL_BY_PORT or sport not in TUNNEL_BY_PORT else sport
-            key = (bytes(row["src"]), bytes(row["dst"]), port, ipver)
+        sport, dport = r["sport"], r["dport"]
+        port = np.where(np.isin(dport, _PORTS) | ~np.isin(sport, _PORTS), dport, sport)
+        tkeys = _fold(*_row_words(r, "src"), *_row_words(r, "dst"), port, r["ipver"])
+        pairs = _pair_keys(f)
+        uniq, first, inverse, counts = np.unique(tkeys, return_index=True, return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
+        last = np.zeros(len(uniq), dtype=np.int64)
+        last[inverse] = np.arange(len(r))  # the later index wins
+        for u, key in enumerate(uniq.tolist()):
             t = self.table.get(key)
             if t is None:
-                flow = Flow(ipver, addr_text(row["src"], ipver), addr_text(row["dst"], ipver), 17, 0, port)
-                t = _Tunnel(flow, TUNNEL_BY_PORT.get(port, "udp-tunnel"), port, int(fact["frame"]), int(fact["ts_ns"]))
+                i = int(first[u])
+                row, ipver, tport = r[i], int(r["ipver"][i]), int(port[i])
+                flow = Flow(ipver, addr_text(row["src"], ipver), addr_text(row["dst"], ipver), 17, 0, tport)
+                t = _Tunnel(flow, TUNNEL_BY_PORT.get(tport, "udp-tunnel"), tport, int(f["frame"][i]), int(f["ts_ns"][i]))
                 self.table.put(key, t)
-            t.zero += 1
-            t.last = (int(fact["frame"]), int(fact["ts_ns"]))
-            if len(t.pairs) < self.limits.tunnel_pairs:
-                t.pairs.add(pair)
-            if len(t.evidence) < 3:  # every packet of the tunnel looks the same: a few frames show it
-                t.evidence.append(ev(fact, f"outer UDP checksum 0x0000 (no checksum); inner {flow_of(fact)}"))
+            t.zero += int(counts[u])
+            j = int(last[u])
+            t.last = (int(f["frame"][j]), int(f["ts_ns"][j]))
+            mine = np.flatnonzero(inverse == u) if len(uniq) > 1 else np.arange(len(r))
+            room = self.limits.tunnel_pairs - len(t.pairs)
+            if room > 0:
+                t.pairs.update(np.unique(pairs[mine]).tolist()[:room])
+            for i in mine[: 3 - len(t.evidence)].tolist():  # every packet of a tunnel looks the same: a few show it
+                t.evidence.append(ev(f[i], f"outer UDP checksum 0x0000 (no checksum); inner {flow_of(f[i])}"))
 
     def finish(self) -> list[Symptom]:
         out = []
