@@ -27,7 +27,7 @@ from badsum.flows.base import (
     take,
 )
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import IPF_UDP_TUNNEL, _mix
+from badsum.flows.facts import IPF_UDP_TUNNEL, PROTO_UDP, _mix
 from badsum.flows.overlay import TUNNEL_BY_PORT
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
 
@@ -67,6 +67,20 @@ def _pair_keys(facts: np.ndarray) -> np.ndarray:
     return _fold(s0, s1, d0, d1)
 
 
+def _tunnelled(ip_flags: np.ndarray, depth: np.ndarray, proto: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    """Packets carried in a UDP tunnel; also a tunnel packet with no inner IP (ARP inside VXLAN),
+    whose fact is the outer UDP packet itself, sent to a tunnel port."""
+    inner = ((ip_flags & IPF_UDP_TUNNEL) != 0) & (depth > 0)
+    return inner | ((depth == 0) & (proto == PROTO_UDP) & np.isin(dport, _PORTS))
+
+
+def _inner_text(fact: np.void) -> str:
+    if int(fact["depth"]) == 0:
+        return "no inner IP packet (ARP or other Ethernet)"
+    x = flow_of(fact)
+    return f"inner {x.src}:{x.sport} > {x.dst}:{x.dport} proto {x.proto}"
+
+
 def _row_words(rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     w = np.ascontiguousarray(rows[name]).view("<u8").reshape(-1, 2)
     return w[:, 0], w[:, 1]
@@ -82,8 +96,7 @@ class TunnelZeroSums:
         self.nonzero: Bounded[int, list[int]] = Bounded(limits.tunnel_pairs)
 
     def feed(self, v: BatchView) -> None:
-        p = v.col("ip_flags")
-        tun = np.flatnonzero(((p & IPF_UDP_TUNNEL) != 0) & (v.col("depth") > 0))
+        tun = np.flatnonzero(_tunnelled(v.col("ip_flags"), v.col("depth"), v.col("proto"), v.col("dport")))
         if not len(tun):
             return
         zero_frames = np.zeros(0, dtype=np.uint64)
@@ -108,7 +121,7 @@ class TunnelZeroSums:
     def _zero(self, v: BatchView, r: np.ndarray) -> None:
         idx = v.index_of_frames(r["frame"])
         f = take(v.facts, np.maximum(idx, 0))
-        keep = (idx >= 0) & (f["depth"] > 0) & ((f["ip_flags"] & IPF_UDP_TUNNEL) != 0)
+        keep = (idx >= 0) & _tunnelled(f["ip_flags"], f["depth"], f["proto"], f["dport"])
         r, f = r[keep], f[keep]
         if not len(r):
             return
@@ -136,7 +149,7 @@ class TunnelZeroSums:
             if room > 0:
                 t.pairs.update(np.unique(pairs[mine]).tolist()[:room])
             for i in mine[: 3 - len(t.evidence)].tolist():  # every packet of a tunnel looks the same: a few show it
-                t.evidence.append(ev(f[i], f"outer UDP checksum 0x0000 (no checksum); inner {flow_of(f[i])}"))
+                t.evidence.append(ev(f[i], f"outer UDP checksum 0x0000 (no checksum); {_inner_text(f[i])}"))
 
     def finish(self) -> list[Symptom]:
         out = []
