@@ -141,7 +141,7 @@ def test_synthetic_facts_and_bounds() -> None:
         assert (s.details["zero"], s.details["nonzero"], s.first_frame, s.last_frame) == (4, 0, 1, 4)
 
 
-@pytest.mark.parametrize("kind", [Kind.TUNNEL_ZERO_CSUM])
-def test_note_kind_documented(kind: Kind) -> None:
+@pytest.mark.parametrize("kind", list(Kind), ids=[k.value for k in Kind])
+def test_every_kind_documented(kind: Kind) -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "symptoms.md").read_text()
-    assert f"### `{kind.value}`" in docs and "KB-016" in docs
+    assert f"### `{kind.value}`" in docs
