@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import stat
 import sys
@@ -16,10 +17,19 @@ from badsum.capture import CaptureOpenError, CaptureReader, open_capture
 from badsum.capture.pcapng_writer import PcapngWriter
 from badsum.cli.argtypes import int_range, port, unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result, say
+from badsum.cli.snapshot import read_snapshot
+from badsum.flows.udp6 import Receiver
+from badsum.host.model import HostSnapshot
 from badsum.outfile import UnsafeTarget
 from badsum.report.envelope import Envelope
 from badsum.report.output import OutputError, Stdout, cannot_write, stdout
-from badsum.report.pcap_report import CaptureMeta, exit_code, render_text, report_errors, to_data
+from badsum.report.pcap_report import (
+    CaptureMeta,
+    exit_code,
+    render_text,
+    report_errors,
+    to_data,
+)
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
 from badsum.report.symptoms import write_symptom_lines
 
@@ -32,13 +42,15 @@ examples:
   tcpdump -i eth0 -w - | badsum pcap -          # from standard input
   badsum pcap --vxlan-port 4790 --jobs 2 big.pcap
   badsum pcap -v slow-connect.pcap              # symptoms with the frames that show them
+  badsum pcap --snapshot node2.json dns6.pcap   # with the receiver's checksum counters (doctor --save)
 
 exit codes: 0 all checksums ok and no failing symptom, 1 bad checksums (or partial ones on received
             packets) or a failing symptom (a connect that never succeeded, ping-only, a PMTU black
             hole ...), 2 usage error (also an --annotate OUT that is empty, the input, or not a
-            regular file or a new name: a device, FIFO, socket, directory or symlink), 3 input
-            unreadable or damaged (packets before the damage are reported), not one record in it
-            could be decoded, or OUT or standard output cannot be written
+            regular file or a new name: a device, FIFO, socket, directory or symlink; --snapshot with
+            --no-symptoms), 3 input or --snapshot unreadable or damaged (packets before the damage are
+            reported), not one record in it could be decoded, or OUT or standard output cannot be
+            written; notes (info symptoms, such as tunnel-zero-csum) never change the exit code
 """
 
 
@@ -55,10 +67,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vxlan-port", metavar="PORT", type=port, action="append", default=[],
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--jobs", "-j", metavar="N", type=int_range(1, 256), default=1, help="threads for the fast path (default 1)")
+    p.add_argument("--snapshot", metavar="FILE",
+                   help="a host snapshot (`badsum doctor --save`, taken while the traffic ran): its namespaces' "
+                        "checksum counters join the flows (UDPv6 sums right, Udp6InCsumErrors rising: KB-011)")  # fmt: skip
     p.add_argument("--no-symptoms", action="store_true", help="checksums only: skip the flow analysis (SYN ladders, PMTU ...)")
     p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows and symptoms with evidence, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.set_defaults(run=run)
+
+
+def receivers_from_snapshot(snapshot: HostSnapshot) -> tuple[Receiver, ...]:
+    """Namespaces of a host snapshot sampled twice: their counter increases and addresses (no prefix)."""
+    out = []
+    for ns in snapshot.namespaces:
+        if ns.counters is None:
+            continue
+        addrs = frozenset(str(ipaddress.ip_interface(a).ip) for link in ns.links for a in link.addresses if _is_address(a))
+        out.append(Receiver(ns.id, addrs, ns.counters.rising(), float(ns.counters.interval_s)))
+    return tuple(out)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_interface(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _refuse(args: argparse.Namespace, out: Stdout, failure: Failure) -> int:
@@ -105,12 +139,21 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, out: Stdout) -> int:
     if args.annotate is not None and (refused := _check_annotate(args, out)) is not None:
         return refused
+    receivers: tuple[Receiver, ...] = ()
+    if args.snapshot is not None:
+        if args.no_symptoms:
+            return _refuse(args, out, Failure("snapshot.without_symptoms", "--snapshot feeds the flow analysis: "
+                                                                          "not with --no-symptoms", ExitCode.USAGE))
+        try:
+            receivers = receivers_from_snapshot(read_snapshot(args.snapshot))
+        except Failure as e:
+            return _refuse(args, out, e)
     try:
         reader = open_capture(args.file)
     except CaptureOpenError as e:
         return _refuse(args, out, Failure(f"capture.{e.reason}", str(e), ExitCode.UNREADABLE))
     with reader:
-        scanned = _scan(args, out, reader)
+        scanned = _scan(args, out, reader, receivers)
     if isinstance(scanned, int):
         return scanned
     summary, writer = scanned
@@ -121,6 +164,8 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
         interfaces=len(reader.interfaces),
         errors=[{"code": e.code, "message": e.message, "offset": e.offset} for e in reader.errors],
         empty_records=reader.empty_records,
+        snapshot=args.snapshot,
+        counter_namespaces=len(receivers),
     )
     code = exit_code(summary, meta)
     errors = report_errors(summary, meta)
@@ -143,7 +188,8 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
     return code
 
 
-def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader) -> tuple[ScanSummary, PcapngWriter | None] | int:
+def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader,
+          receivers: tuple[Receiver, ...] = ()) -> tuple[ScanSummary, PcapngWriter | None] | int:  # fmt: skip
     """Run the capture through the scanner and the sinks; an exit code when the copy cannot be written."""
     writer = None
     sinks: list = []
@@ -159,6 +205,8 @@ def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader) -> tuple
         sinks.append(AnnotateSink(writer, reader.interfaces))
     config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms)
     scanner = Scanner(config, sinks)
+    if scanner.analyzer is not None and receivers:
+        scanner.analyzer.use_receivers(receivers)
     # Progress only for a person watching: a real terminal on stderr, whatever FORCE_COLOR says.
     show = not (args.json or args.jsonl) and not args.no_progress and sys.stderr.isatty()
     try:

@@ -20,6 +20,8 @@ from badsum.flows.pmtu import PmtuDetector
 from badsum.flows.retrans import BadRetransmissions, Blackhole
 from badsum.flows.symptom import Severity, Symptom
 from badsum.flows.syn import SynDetector
+from badsum.flows.tunnel_zero import TunnelZeroSums
+from badsum.flows.udp6 import Receiver, Udp6Flows
 
 __all__ = ["FlowAnalyzer", "Limits"]
 
@@ -44,11 +46,21 @@ class FlowAnalyzer:
         self.blackhole = Blackhole(limits, self.pmtu.quoted_flows)
         self.tunnels = TunnelChecksums(limits)
         self.heartbeats = Heartbeats(limits)
+        self.zero_sums = TunnelZeroSums(limits)
+        self.udp6 = Udp6Flows(limits)
         #: feed order; finish runs the SYN detector first (it reports connect outcomes to `pairs`)
-        self.detectors: tuple[Detector, ...] = (self.pairs, self.syn, self.pmtu, self.bad, self.blackhole, self.tunnels, self.heartbeats)
+        self.detectors: tuple[Detector, ...] = (self.pairs, self.syn, self.pmtu, self.bad, self.blackhole, self.tunnels,
+                                                self.heartbeats, self.zero_sums, self.udp6)  # fmt: skip
         self.packets = 0
         self.batches = 0
         self._finished: list[Symptom] | None = None
+
+    def use_receivers(self, receivers: tuple[Receiver, ...]) -> None:
+        """Checksum counters of the receiving namespaces (a host snapshot): they turn UDPv6 flows whose
+        sums verify into `udp6-csum-errors` where Udp6InCsumErrors rose (KB-011)."""
+        if self._finished is not None:
+            raise RuntimeError("use_receivers() after finish()")
+        self.udp6.receivers = tuple(receivers)
 
     def feed(self, facts: np.ndarray, rows: np.ndarray, direction: np.ndarray | None = None,
              tp_status: np.ndarray | None = None) -> None:  # fmt: skip
@@ -83,6 +95,9 @@ class FlowAnalyzer:
             "pmtu_reports": self.pmtu.reports,
             "tunnels": self.tunnels.table,
             "heartbeats": self.heartbeats.table,
+            "zero_sum_tunnels": self.zero_sums.table,
+            "zero_sum_pairs": self.zero_sums.nonzero,
+            "udp6_flows": self.udp6.table,
         }
         counts = {name: (t.created, t.evicted) for name, t in tables.items()}
         counts["host_pairs"] = (self.pairs.created, self.pairs.evicted)

@@ -58,6 +58,10 @@ class Limits:
     pmtu_reports: int = 256
     """(reporter, flow, MTU) groups of ICMP frag-needed / Packet Too Big."""
     tunnels: int = 4096
+    tunnel_pairs: int = 65536
+    """Inner host pairs counted per tunnel (zero outer UDP checksums vs non-zero)."""
+    udp6_flows: int = 4096
+    """UDPv6 flows whose checksums are counted (receiver Udp6InCsumErrors joined at the end)."""
     heartbeats: int = 4096
     symptoms: int = 10000
     """Symptoms kept from flows already closed or evicted (the count of dropped ones is kept)."""

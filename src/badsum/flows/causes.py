@@ -2,8 +2,8 @@
 
 A line applies to a symptom of its kind when every `when` condition holds: a details key whose
 value must be one of the listed values, or `tunnelled` (the flow was inside VXLAN/Geneve/GRE).
-The facts behind each line are in ../shared/reference/known-issues.md; a test checks every id
-against the catalogue.
+The facts behind each line are in ../shared/reference/known-issues.md and known-issues-2.md; a
+test checks every id against the catalogue.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ CAUSES: tuple[CauseLine, ...] = (
     CauseLine(Kind.HEARTBEAT_UNANSWERED, "KB-010", "Weave fastdp heartbeats sized to the MTU do not leave a 4.3/4.4 VXLAN vport"),
     CauseLine(Kind.HEARTBEAT_UNANSWERED, "KB-003", "DF fastdp packets larger than the underlay are dropped"),
     CauseLine(Kind.HEARTBEAT_UNANSWERED, "CFG-OVERLAY-MTU", "the overlay MTU plus encapsulation exceeds the underlay MTU"),
+    CauseLine(Kind.TUNNEL_ZERO_CSUM, "KB-016", "receivers without 89e5c58fc1e2 (Linux 5.12, 4.9.268) do not GRO UDP tunnel "
+              "packets whose outer checksum is 0: more packets per byte, less throughput, no loss"),
+    CauseLine(Kind.UDP6_CSUM_ERRORS, "KB-011", "IPv6 NAT updated the addresses and left a CHECKSUM_COMPLETE skb->csum wrong "
+              "(inet_proto_csum_replace16 before 189c9b1e9453): the stack drops a datagram whose sum is right"),
     CauseLine(Kind.HEARTBEAT_UNANSWERED, "KB-002", "Weave sleeve's PMTU probe is built over the MTU with UFO on virtio_net"),
 )
 

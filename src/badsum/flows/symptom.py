@@ -26,6 +26,8 @@ class Kind(str, Enum):
     BLACKHOLE = "blackhole"  # large segments never acknowledged while small ones are
     TUNNEL_OUTER_CSUM = "tunnel-outer-csum"  # VXLAN/Geneve outer UDP checksum bad
     HEARTBEAT_UNANSWERED = "heartbeat-unanswered"  # overlay heartbeats (UDP 6784) not answered
+    TUNNEL_ZERO_CSUM = "tunnel-zero-csum"  # VXLAN/Geneve outer UDP checksum 0: no GRO on unfixed receivers (a note)
+    UDP6_CSUM_ERRORS = "udp6-csum-errors"  # UDPv6 sums verify, the receiver's Udp6InCsumErrors rose (needs counters)
 
 
 class Severity(str, Enum):

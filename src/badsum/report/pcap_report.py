@@ -33,6 +33,10 @@ class CaptureMeta:
     """Damage found while reading: `{code, message, offset}`."""
     empty_records: int = 0
     """Records with no captured bytes."""
+    snapshot: str | None = None
+    """`--snapshot`: the host snapshot whose checksum counters joined the flows."""
+    counter_namespaces: int = 0
+    """Namespaces of that snapshot with two counter samples."""
 
 
 #: The error when records were read and not one could be decoded far enough to judge a checksum.
@@ -118,6 +122,7 @@ def to_data(summary: ScanSummary, meta: CaptureMeta) -> dict[str, Any]:
         "symptoms": symptoms_data(s.symptoms),
         "symptoms_total": len(s.symptoms),
         "flow_analysis": s.flow_stats,
+        "snapshot": None if meta.snapshot is None else {"file": meta.snapshot, "namespaces_with_counters": meta.counter_namespaces},
     }
 
 
