@@ -16,6 +16,7 @@ from badsum.fix import session
 from badsum.fix.persist import uninstall
 from badsum.fix.session import Host
 from badsum.host.model import HOST_NS, HostSnapshot, KernelInfo, Link, Namespace
+from badsum.rules.model import FixAction
 
 SNAP = HostSnapshot(5.0, "h", KernelInfo("6.1.0", (6, 1, 0)), True, (
     Namespace(HOST_NS, 1, None, links=(Link(5, "flannel.1", "vxlan", 1450, "up"),)),
@@ -40,6 +41,10 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
         out = []
         for f in state["findings"]:
             a = f.fix[0]
+            if a.kind == "sysctl":
+                if host.sysctls[(a.enter, a.target)] != a.value:
+                    out.append(f)
+                continue
             link = host.links[(a.enter, a.target)]
             if link.features["tx-checksum-ip-generic"]["active"]:
                 out.append(f)
@@ -49,7 +54,7 @@ def world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict:
     monkeypatch.setattr(Host, "collect", lambda self, now, namespaces=None: collect(now, namespaces))
     monkeypatch.setattr(Host, "namespaces", lambda self: SNAP.namespaces)
     monkeypatch.setattr(Host, "evaluate", lambda self, snapshot: evaluate(snapshot))
-    monkeypatch.setattr(Host, "known_rules", lambda self: {"KB-004", "KB-005", "KB-003"})
+    monkeypatch.setattr(Host, "known_rules", lambda self: {"KB-004", "KB-005", "KB-003", "KB-011", "KB-012"})
     monkeypatch.setattr(Host, "apply", lambda self, actions, journal, now, inodes: real_apply(actions, journal, now, host, inodes))
     monkeypatch.setattr(Host, "undo", lambda self, journal, entries, now: real_undo(journal, entries, now, host, uninstall))
     monkeypatch.setattr(apply_mod, "ns_inode", lambda enter: {None: 1, "/run/netns/bs1-c1": 2}.get(enter))
@@ -215,3 +220,35 @@ def test_apply_needs_root(world: dict, monkeypatch: pytest.MonkeyPatch, capsys: 
     assert main(["fix", "--apply", "--journal", str(world["journal"])]) == 3
     assert "needs root" in capsys.readouterr().err
     assert not world["host"].calls
+
+
+def test_persist_apply_writes_host_sysctls_to_sysctl_d_and_says_why_not_for_a_container(
+        world: dict, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """A sysctl in the host namespace: set live and kept in /etc/sysctl.d/90-badsum.conf (merged with
+    the admin's line there); one in a container's namespace: set live, not persisted, with the reason.
+    `--undo` puts back both values and the file."""
+    root, j = world["root"], str(world["journal"])
+    host = world["host"]
+    host.sysctls = {(None, "net.ipv4.ip_forward"): "0", ("/run/netns/bs1-c1", "net.ipv4.conf.all.rp_filter"): "1"}
+    world["findings"] = [
+        finding("KB-011", [(HOST_NS, "net.ipv4.ip_forward")], [FixAction("sysctl", HOST_NS, None, "net.ipv4.ip_forward", "net.ipv4.ip_forward", "1")]),
+        finding("KB-012", [("bs1-c1", "net.ipv4.conf.all.rp_filter")],
+                [FixAction("sysctl", "bs1-c1", "/run/netns/bs1-c1", "net.ipv4.conf.all.rp_filter", "net.ipv4.conf.all.rp_filter", "2")])]
+    dropin = root / "etc/sysctl.d/90-badsum.conf"
+    dropin.parent.mkdir(parents=True)
+    admin = "# the admin's own line, kept\nvm.swappiness = 10\n"
+    dropin.write_text(admin)
+    assert main(["fix", "KB-011", "KB-012", "--persist", "--json", "--root", str(root)]) == 1
+    data = envelope(capsys)["data"]
+    persisted = {p["namespace"]: p for p in data["persist"]}
+    assert persisted[HOST_NS]["method"] == "sysctl.d" and persisted[HOST_NS]["artefact"]["path"] == "/etc/sysctl.d/90-badsum.conf"
+    assert persisted["bs1-c1"]["method"] == "none" and "host's namespace only" in persisted["bs1-c1"]["fits"]
+    assert data["persist_notes"] == []
+    assert dropin.read_text() == admin  # a dry run writes nothing
+    assert main(["fix", "KB-011", "KB-012", "--persist", "--apply", "--root", str(root), "--journal", j]) == 0
+    assert host.sysctls == {(None, "net.ipv4.ip_forward"): "1", ("/run/netns/bs1-c1", "net.ipv4.conf.all.rp_filter"): "2"}
+    assert dropin.read_text() == admin + "\n# badsum: KB-011\nnet.ipv4.ip_forward = 1\n"
+    assert [e["kind"] for e in json.loads(Path(j).read_text())["entries"]] == ["sysctl", "sysctl", "file"]
+    assert main(["fix", "--undo", "--journal", j]) == 0
+    assert host.sysctls == {(None, "net.ipv4.ip_forward"): "0", ("/run/netns/bs1-c1", "net.ipv4.conf.all.rp_filter"): "1"}
+    assert dropin.read_text() == admin

@@ -15,7 +15,6 @@ from badsum.fix.persist import (
     choose,
     install,
     name_pattern,
-    notes_for_other_kinds,
     uninstall,
 )
 from badsum.fix.plan import build_plan
@@ -103,12 +102,13 @@ def test_container_side_interface_gets_no_file_and_the_reason() -> None:
     assert 'KERNEL=="veth*"' in p.alternatives[0].text
 
 
-def test_rules_and_sysctls_are_not_persisted_and_say_why() -> None:
+def test_iptables_rules_are_not_persisted_and_say_why() -> None:
     rule = FixAction("iptables-rule", "n1", "/run/netns/n1", "nat", "-I\0KUBE-POSTROUTING\x001\0-j\0RETURN", "")
     acts = plan_for(rule)
-    assert choose(acts, None) == []
-    (note,) = notes_for_other_kinds(acts)
-    assert "kubernetes#92035" in note
+    (p,) = choose(acts, None)
+    assert p.method == "none" and p.artefact is None and p.target == "nat/KUBE-POSTROUTING"
+    assert "rewrites" in p.fits and any("kubernetes#92035" in lim for lim in p.limits)
+    assert p.as_dict()["commands"] == [rule.command()]
 
 
 def test_install_under_a_root_journals_and_undo_removes(tmp_path: Path) -> None:

@@ -84,6 +84,14 @@ def topo() -> Iterator[Topo]:
         n.ip("b", "link", "set", "v1", "up")
         in_pid_ns(held.pid, ["ip", "link", "set", "eth0", "up"])
         n.ip("a", "route", "add", "203.0.113.128/25", "via", B_ADDR, "dev", "v0", "mtu", "1400")
+        # A second table and the mark that selects it, as Calico and Cilium steer their traffic; and
+        # Cilium's proxy table (a typed `local` route outside the local table).
+        n.ip("a", "route", "add", "default", "via", B_ADDR, "dev", "v0", "table", "100", "mtu", "1410")
+        n.ip("a", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "2004")
+        n.ip("a", "rule", "add", "fwmark", "0x4000", "table", "100", "priority", "100")
+        n.ip("a", "rule", "add", "fwmark", "0x200/0xf00", "table", "2004", "priority", "9")
+        n.ip("a", "rule", "add", "not", "from", "198.51.100.0/24", "iif", "v0", "table", "main", "priority", "110")
+        n.ip("a", "-6", "rule", "add", "from", "2001:db8:1::/64", "table", "200", "priority", "200")
         n.exec("a", ["ethtool", "-K", "v0", "tx", "off"])
         n.exec("a", ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
         n.exec("a", ["nft", "-f", "-"], input=NFT_A)
@@ -192,6 +200,34 @@ def test_addresses_and_routes_match_ip(topo: Topo, snap: HostSnapshot) -> None:
             oracle.append((r["dst"], r.get("dev"), r.get("gateway"), mtu))
     assert [(r.dst, r.dev, r.via, r.mtu) for r in a.routes] == oracle
     assert ("203.0.113.128/25", "v0", B_ADDR, 1400) in oracle
+
+
+def test_every_table_and_policy_rule_match_ip(topo: Topo, snap: HostSnapshot) -> None:
+    """Routes of every table (the local table's address routes aside) and every policy rule, both
+    families, against `ip -j route show table all` and `ip -j rule show`."""
+    a = _ns(snap, topo.a)
+    main, others = [], []
+    for fam in ("-4", "-6"):
+        for r in json.loads(topo.n.ip("a", "-j", fam, "route", "show", "table", "all") or "[]"):
+            table = str(r.get("table", "main"))
+            if table == "local" and r.get("type") in ("local", "broadcast", "anycast", "multicast"):
+                continue
+            mtu = next((m["mtu"] for m in r.get("metrics", []) if "mtu" in m), None)
+            (main if table == "main" else others).append((r["dst"], r.get("dev"), r.get("gateway"), mtu, table))
+    assert [(r.dst, r.dev, r.via, r.mtu, r.table) for r in a.routes] == main
+    assert [(r.dst, r.dev, r.via, r.mtu, r.table) for r in a.table_routes] == others
+    assert ("default", "v0", B_ADDR, 1410, "100") in others
+    assert [(r.dst, r.dev, r.type) for r in a.table("2004")] == [("default", "lo", "local")]
+    assert a.main_routes() == a.routes  # what the rules and path finding read: unchanged
+    oracle = [(fam, r["priority"], str(r.get("table")) if "table" in r else None)
+              for fam, f in ((4, "-4"), (6, "-6")) for r in json.loads(topo.n.ip("a", "-j", f, "rule", "show"))]
+    assert [(r.family, r.priority, r.table) for r in a.rules] == oracle
+    by_prio = {(r.family, r.priority): r for r in a.rules}
+    assert by_prio[(4, 100)].fwmark == "0x4000" and by_prio[(4, 100)].table == "100"
+    assert by_prio[(4, 9)].fwmark == "0x200/0xf00" and by_prio[(4, 9)].table == "2004"
+    assert by_prio[(4, 110)].invert and by_prio[(4, 110)].src == "198.51.100.0/24" and by_prio[(4, 110)].iif == "v0"
+    assert by_prio[(6, 200)].src == "2001:db8:1::/64" and by_prio[(6, 200)].table == "200"
+    assert [r.table for r in a.rules if r.family == 4 and r.priority in (0, 32766, 32767)] == ["local", "main", "default"]
 
 
 # -- veth peers and the namespace only a process holds ----------------------------------------------------
@@ -325,7 +361,8 @@ def _state(n: Netns, names: list[str]) -> dict[str, object]:
         links = json.loads(ex(["ip", "-j", "link", "show"]))
         out[f"{ns}:link"] = links
         out[f"{ns}:addr"] = ex(["ip", "-j", "addr", "show"])
-        out[f"{ns}:route"] = ex(["ip", "-j", "route", "show"])
+        out[f"{ns}:route"] = ex(["ip", "-j", "route", "show", "table", "all"])
+        out[f"{ns}:rule"] = ex(["ip", "-j", "rule", "show"]) + ex(["ip", "-j", "-6", "rule", "show"])
         out[f"{ns}:nft"] = ex(["nft", "list", "ruleset"])
         out[f"{ns}:sysctl"] = ex(["sysctl", "net.ipv4.ip_forward", "net.ipv4.tcp_syn_linear_timeouts"])
         for link in links:

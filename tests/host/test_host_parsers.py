@@ -129,9 +129,9 @@ def test_parse_routes() -> None:
         {"dst": "198.51.100.0/24", "dev": "v0", "protocol": "kernel", "metrics": [{"hoplimit": 3}]},
         {"gateway": "no dst"},
     ])  # fmt: skip
-    assert links.parse_routes(text) == [Route("default", "v0", "198.51.100.254", None),
-                                        Route("203.0.113.0/24", "v0", "198.51.100.2", 1400),
-                                        Route("198.51.100.0/24", "v0", None, None)]  # fmt: skip
+    assert links.parse_routes(text) == [Route("default", "v0", "198.51.100.254", None, "main"),
+                                        Route("203.0.113.0/24", "v0", "198.51.100.2", 1400, "main"),
+                                        Route("198.51.100.0/24", "v0", None, None, "main")]  # fmt: skip
     assert links.parse_routes("") == []
 
 

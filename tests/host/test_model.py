@@ -66,3 +66,35 @@ def test_owners_kernel_log_and_cni_survive_the_json_round_trip() -> None:
     assert again == snap
     assert again.owners["pid:7"].label() == "docker web-1" and again.kernel_log.devices("hw-csum-failure") == {"eth0": 1}
     assert NsOwner("app", "web-0", "shop", "crictl").label() == "pod shop/web-0 (container app)"
+
+
+def test_routes_of_every_table_and_policy_rules_survive_the_json_round_trip() -> None:
+    from badsum.host.model import PolicyRule, Route
+
+    ns = replace(Namespace("a", 2, "/run/netns/a"),
+                 routes=(Route("default", "eth0", "192.0.2.1", None, "main"),),
+                 table_routes=(Route("default", "vxlan.calico", None, 1450, "100"),
+                               Route("198.51.100.0/24", None, None, None, "200", "blackhole")),
+                 rules=(PolicyRule(0, 4, table="local"),
+                        PolicyRule(100, 4, table="100", fwmark="0x4000/0xff00"),
+                        PolicyRule(101, 6, action="goto", src="2001:db8::/64", iif="eth0", invert=True,
+                                   other=("goto=32766", "ipproto=udp")),
+                        PolicyRule(32766, 4, table="main", suppress_prefixlen=0)))  # fmt: skip
+    snap = HostSnapshot(0.0, "node", KernelInfo("6.1.0", (6, 1, 0)), True, (ns,))
+    again = HostSnapshot.from_json(snap.to_json())
+    assert again == snap
+    (a,) = again.namespaces
+    assert [r.dst for r in a.table("100")] == ["default"] and a.main_routes() == a.routes
+    assert [r.table for r in a.all_routes()] == ["main", "100", "200"]
+
+
+def test_a_snapshot_saved_before_tables_and_rules_were_read_loads_as_the_main_table() -> None:
+    """Old snapshots have neither `table` on a route nor `table_routes`/`rules`: their routes were
+    the main table's, and stay so for the rules (`main_routes`)."""
+    text = json.dumps({"schema_version": 1, "taken_at": 0.0, "hostname": "n", "root": True,
+                       "kernel": {"release": "6.1.0", "version": [6, 1, 0]},
+                       "namespaces": [{"id": "host", "inode": 1, "enter": None,
+                                       "routes": [{"dst": "default", "dev": "eth0", "via": "192.0.2.1", "mtu": None}]}]})  # fmt: skip
+    (ns,) = HostSnapshot.from_json(text).namespaces
+    assert ns.routes[0].table is None and ns.main_routes() == ns.routes and ns.table("main") == ns.routes
+    assert ns.table_routes == () and ns.rules == ()

@@ -22,7 +22,7 @@ examples:
   sudo badsum fix                         # the plan: exact commands, what each costs; changes nothing
   sudo badsum fix KB-005 --apply          # make the changes (journaled first), then check again
   sudo badsum fix --undo                  # put back what the journal recorded
-  sudo badsum fix KB-004 --persist        # also print the udev rule / .link file that keeps it
+  sudo badsum fix KB-004 --persist        # also print the udev rule / .link / sysctl.d file that keeps it
   badsum fix --from snap.json             # plan from a saved snapshot (no root needed)
 
 exit codes: 0 nothing to do (with --apply: every finding gone; --undo: all restored),
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--apply", action="store_true", help="make the changes (journaled first), then check the findings again")
     mode.add_argument("--undo", action="store_true", help="restore what the journal recorded, newest first")
     p.add_argument("--persist", action="store_true",
-                   help="also show the udev rule, .link file or NetworkManager script that keeps the change; "
+                   help="also show the udev rule, .link file, NetworkManager script or sysctl.d file that keeps the change; "
                         "with --apply, write it")  # fmt: skip
     p.add_argument("--journal", metavar="PATH", help=f"the undo journal (default {DEFAULT_PATH}, or ${ENV_JOURNAL})")
     p.add_argument("--root", metavar="DIR", help=f"write persistence files under DIR instead of / (or ${ENV_ROOT})")

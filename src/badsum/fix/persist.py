@@ -1,5 +1,7 @@
 """Keeping a fix across reboots and interface re-creation: a udev rule, a systemd `.link` file,
-or a NetworkManager dispatcher script, chosen for the interface at hand.
+or a NetworkManager dispatcher script, chosen for the interface at hand; a `sysctl.d` drop-in for
+the host namespace's sysctls (sysctl_d.py). Every action kind a plan can hold gets a Persistence,
+with method `none` and the reason when nothing on the host can keep it.
 
 The text is built here without I/O (`choose`); `install` and `uninstall` write and remove it,
 journaled like every other change, under a root directory (`/` on a host, a temporary one in tests).
@@ -18,16 +20,13 @@ sees it appear there.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
-from badsum.fix.journal import APPLIED, Entry, Journal
+from badsum.fix import sysctl_d
+from badsum.fix.files import install, uninstall
 from badsum.fix.plan import RX_GROUP, TX_GROUP, PlannedAction
 from badsum.host.model import HOST_NS, HostSnapshot, Link
-from badsum.outfile import atomic_write
 from badsum.rules.model import FixAction
 
 ETHTOOL = "/usr/sbin/ethtool"
@@ -41,6 +40,10 @@ VIRTUAL_KINDS = frozenset({"veth", "bridge", "vxlan", "geneve", "openvswitch", "
 #: A runtime-generated name: a short stem and a hex suffix (vethab12cd3, cali1a2b3c4d5e6, lxc9f8e7d).
 _GENERATED = re.compile(r"^(?P<stem>[a-z]{2,8})[-_.]?(?P<suffix>[0-9a-f]{5,})$")
 _SAFE_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+#: ethtool feature names (`tx-checksum-ip-generic`, `rx-udp-gro-forwarding`, `lro`) and values: nothing
+#: udev would substitute (`%`, `$`) or a shell would split.
+_SAFE_FEATURE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_SAFE_SWITCH = frozenset({"on", "off"})
 #: `.link` [Link] keys for ethtool settings (systemd.link(5)); others have no key.
 LINK_KEYS = {
     **dict.fromkeys(TX_GROUP, "TransmitChecksumOffload"),
@@ -60,11 +63,14 @@ DEFAULT_LINK_POLICY = ("NamePolicy=keep kernel database onboard slot path", "Alt
 @dataclass(frozen=True, slots=True)
 class Artefact:
     kind: str
-    """`udev-rule`, `systemd-link`, `nm-dispatcher`."""
+    """`udev-rule`, `systemd-link`, `nm-dispatcher`, `sysctl.d`."""
     path: str
     """Where it goes on the host (absolute); written under `--root` when given."""
     text: str
     mode: int = 0o644
+    settings: tuple[sysctl_d.Setting, ...] = ()
+    """For a merged file (`sysctl.d`): the lines badsum keeps in it; `install` merges them again into
+    what the file holds when it writes, so a change made between plan and apply is not lost."""
 
     def as_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "path": self.path, "mode": oct(self.mode), "text": self.text}
@@ -76,6 +82,8 @@ class Environment:
 
     udev: bool = True
     networkmanager: bool = False
+    sysctl_files: dict[str, str] = field(default_factory=dict)
+    """The sysctl.d files there are, by their path on the host (ours included), with their text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +188,8 @@ def _group(actions: list[PlannedAction]) -> dict[tuple[str, str, str | None], li
 
 
 def choose(actions: list[PlannedAction], snapshot: HostSnapshot | None, env: Environment = Environment()) -> list[Persistence]:
-    """One Persistence per interface the plan changes (iptables and sysctl changes: see `notes`)."""
+    """One Persistence per interface the plan changes, one per namespace with sysctls, one per
+    iptables chain, one per action of a kind badsum cannot keep: every action is in exactly one."""
     out = []
     for (ns, target, enter), group in _group(actions).items():
         acts = [p.action for p in group]
@@ -189,7 +198,89 @@ def choose(actions: list[PlannedAction], snapshot: HostSnapshot | None, env: Env
         if snapshot is not None and (n := snapshot.ns(ns)) is not None:
             link = n.link(target)
         out.append(_choose_one(ns, target, enter, acts, rules, link, snapshot, env))
-    return _dedupe(out)
+    out = _dedupe(out)
+    out += _sysctls([p for p in actions if p.action.kind == "sysctl"], env)
+    out += _not_persistable([p for p in actions if p.action.kind not in ("ethtool-feature", "mtu", "sysctl")])
+    return out
+
+
+def uncovered(actions: list[PlannedAction], keep: list[Persistence]) -> list[str]:
+    """Planned commands that no Persistence names (a kind `choose` does not know): empty normally."""
+    named = {a.command() for p in keep for a in p.actions}
+    return [f"`{p.command}`: badsum has no way to keep a {p.action.kind!r} change; it is not persisted"
+            for p in actions if p.command not in named]  # fmt: skip
+
+
+def _rules_of(group: list[PlannedAction]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r for p in group for r in p.rules))
+
+
+def _sysctls(group: list[PlannedAction], env: Environment) -> list[Persistence]:
+    by_ns: dict[tuple[str, str | None], list[PlannedAction]] = {}
+    for p in group:
+        by_ns.setdefault((p.action.ns, p.action.enter), []).append(p)
+    out = []
+    for (ns, enter), ps in by_ns.items():
+        acts = tuple(p.action for p in ps)
+        rules = _rules_of(ps)
+        if ns != HOST_NS or enter is not None:
+            out.append(Persistence(ns, "sysctl", acts, rules, "none", None,
+                       f"{', '.join(a.target for a in acts)} {'is a sysctl' if len(acts) == 1 else 'are sysctls'} of "
+                       f"namespace {ns}: /etc/sysctl.d is applied by systemd-sysctl (or `sysctl --system`) in the "
+                       "host's namespace only, and a namespace created later starts from the kernel's defaults, so "
+                       "no file on the host can set it there; nothing was written",
+                       (NS_SYSCTL_KEEPER,)))  # fmt: skip
+            continue
+        bad = [why for a in acts if (why := sysctl_d.unsafe(a.target, a.value))]
+        if bad:
+            out.append(Persistence(ns, "sysctl", acts, rules, "none", None, f"{'; '.join(bad)}; persist it by hand"))
+            continue
+        settings = tuple(sysctl_d.Setting(a.target, a.value, tuple(dict.fromkeys(r for p in ps if p.action == a
+                                                                                  for r in p.rules)))
+                         for a in acts)  # fmt: skip
+        existing = env.sysctl_files.get(sysctl_d.PATH)
+        art = Artefact("sysctl.d", sysctl_d.PATH, sysctl_d.merge(existing, list(settings)), 0o644, settings)
+        limits = ["systemd-sysctl applies it at boot (and `sysctl --system` when run); the live change covers now"]
+        for a in acts:
+            for path, value in sysctl_d.overrides(a.target, env.sysctl_files):
+                if value != a.value:
+                    limits.append(f"{path} sets {a.target} = {value} and is read after {sysctl_d.PATH}: it wins at "
+                                  "boot; change it there")  # fmt: skip
+            if (dev := sysctl_d.interface_of(a.target)) is not None:
+                limits.append(f"{a.target} belongs to interface {dev}: systemd-udevd applies such keys again when {dev} "
+                              "appears (99-systemd.rules), but an interface re-created under another name does not "
+                              "match it")  # fmt: skip
+        fits = ("one drop-in owned by badsum, merged: its earlier lines for these keys are updated, every other "
+                "line is left as it is" if existing else "one drop-in owned by badsum, read at every boot")  # fmt: skip
+        out.append(Persistence(ns, "sysctl", acts, rules, "sysctl.d", art, fits, tuple(limits)))
+    return out
+
+
+#: What keeps a sysctl in a namespace other than the host's: whoever creates the namespace.
+NS_SYSCTL_KEEPER = ("what sets a sysctl when a namespace is created is its creator: `docker run --sysctl KEY=VALUE`, "
+                    "a Kubernetes pod's securityContext.sysctls, or the CNI `tuning` plugin "
+                    '(`"sysctl": {"KEY": "VALUE"}` in the network configuration)')  # fmt: skip
+IPTABLES_KEEPER = ("the lasting fix is the owner's own: kube-proxy >= 1.16.13 / 1.17.9 / 1.18.6 has the unmark "
+                   "rules (kubernetes#92035)")  # fmt: skip
+
+
+def _not_persistable(group: list[PlannedAction]) -> list[Persistence]:
+    by: dict[tuple[str, str, str], list[PlannedAction]] = {}
+    for p in group:
+        a = p.action
+        chain = a.setting.split("\0")[1] if a.kind == "iptables-rule" and "\0" in a.setting else ""
+        by.setdefault((a.kind, a.ns, f"{a.target}/{chain}" if chain else a.target), []).append(p)
+    out = []
+    for (kind, ns, target), ps in by.items():
+        acts = tuple(p.action for p in ps)
+        if kind == "iptables-rule":
+            fits = ("an iptables rule is not persisted: the chain's owner (kube-proxy, flannel, the CNI) rewrites "
+                    "the chain on its next sync and at boot, whatever a file on the host says")  # fmt: skip
+            limits = (IPTABLES_KEEPER,)
+        else:
+            fits, limits = f"badsum has no way to keep a {kind!r} change; it is not persisted", ()
+        out.append(Persistence(ns, target, acts, _rules_of(ps), "none", None, fits, limits))
+    return out
 
 
 def _dedupe(found: list[Persistence]) -> list[Persistence]:
@@ -226,6 +317,11 @@ def _choose_one(ns: str, target: str, enter: str | None, acts: list[FixAction], 
     if not _SAFE_IFNAME.match(target):
         return Persistence(ns, target, tuple(acts), rules, "none", None,
                            f"the name {target!r} cannot be written into a rule safely; persist it by hand")  # fmt: skip
+    odd = [f"{a.setting} {a.value}" for a in acts if a.kind == "ethtool-feature"
+           and (not _SAFE_FEATURE.match(a.setting) or a.value not in _SAFE_SWITCH)]  # fmt: skip
+    if odd or any(a.kind == "mtu" and not a.value.isdigit() for a in acts):
+        return Persistence(ns, target, tuple(acts), rules, "none", None,
+                           f"the setting {(odd or ['mtu'])[0]!r} cannot be written into a rule safely; persist it by hand")  # fmt: skip
     udev_note = "" if env.udev else " (udev does not seem to run here: no udevadm)"
     if ns != HOST_NS or enter is not None:
         alts, limits = [], [
@@ -286,72 +382,4 @@ def _choose_one(ns: str, target: str, enter: str | None, acts: list[FixAction], 
                        tuple(limits), (nm,) if nm else ())  # fmt: skip
 
 
-def notes_for_other_kinds(actions: list[PlannedAction]) -> list[str]:
-    """Changes no udev rule or .link file can carry, and what keeps them instead."""
-    out = []
-    for p in actions:
-        a = p.action
-        if a.kind == "iptables-rule":
-            out.append(f"`{a.command()}`: not persisted. The chain's owner (kube-proxy, flannel, the CNI) rewrites it; "
-                       "the lasting fix is that owner's own (kube-proxy >= 1.16.13 / 1.17.9 / 1.18.6 has the unmark "
-                       "rules, kubernetes#92035)")  # fmt: skip
-        elif a.kind == "sysctl":
-            out.append(f"`{a.command()}`: not persisted; for the host namespace put `{a.target} = {a.value}` in "
-                       "/etc/sysctl.d/")  # fmt: skip
-    return out
-
-
-# -- writing, journaled ------------------------------------------------------------------------------
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def install(art: Artefact, root: Path, journal: Journal, now: float, rules: tuple[str, ...],
-            findings: tuple[str, ...] = ()) -> tuple[str, str, int | None]:  # fmt: skip
-    """Write the artefact under `root`: (`written`|`unchanged`, message, journal entry id)."""
-    dest = Path(root) / art.path.lstrip("/")
-    data = art.text.encode()
-    previous: bytes | None = None
-    mode = None
-    try:
-        previous = dest.read_bytes()
-        mode = dest.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        pass
-    if previous == data:
-        return "unchanged", f"{dest} holds this already", None
-    entry = Entry(0, "file", now, rules=list(rules), findings=list(findings), target=str(dest),
-                  before={"existed": previous is not None, "content": previous.decode(errors="surrogateescape")
-                          if previous is not None else None, "mode": mode},
-                  after={"sha256": _sha(data), "mode": art.mode})  # fmt: skip
-    journal.append(entry)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, data, art.mode)
-    entry.status = APPLIED
-    entry.undo = [["rm", str(dest)]] if previous is None else [["restore", str(dest)]]
-    journal.update(entry)
-    return "written", str(dest), entry.id
-
-
-def uninstall(e: Entry):
-    from badsum.fix.apply import UndoResult
-
-    path = Path(e.target)
-    try:
-        current = path.read_bytes()
-    except FileNotFoundError:
-        return UndoResult(e, "nothing", f"{path} is gone already")
-    except OSError as ex:
-        return UndoResult(e, "failed", f"cannot read {path}: {ex.strerror}")
-    if _sha(current) != e.after.get("sha256"):
-        return UndoResult(e, "refused", f"{path} was edited since badsum wrote it; left as it is")
-    try:
-        if e.before.get("existed"):
-            atomic_write(path, e.before["content"].encode(errors="surrogateescape"), e.before.get("mode") or 0o644)
-            return UndoResult(e, "restored", f"{path}: the previous content is back")
-        os.unlink(path)
-    except OSError as ex:
-        return UndoResult(e, "failed", f"{path}: {ex.strerror}")
-    return UndoResult(e, "restored", f"{path} removed")
+__all__ = ["Artefact", "Environment", "Persistence", "choose", "install", "name_pattern", "uncovered", "uninstall"]

@@ -76,9 +76,47 @@ class Host:
         return undo(journal, entries, now, file_undo=persist.uninstall)
 
     def persistence(self, root: Path) -> persist.Environment:
-        """What keeps a change on this host: udev, NetworkManager (under `root`)."""
+        """What keeps a change on this host: udev, NetworkManager, the sysctl.d files (under `root`)."""
         nm = (root / "etc/NetworkManager").is_dir() or shutil.which("NetworkManager") is not None
-        return persist.Environment(udev=shutil.which("udevadm") is not None, networkmanager=nm)
+        return persist.Environment(udev=shutil.which("udevadm") is not None, networkmanager=nm,
+                                   sysctl_files=read_sysctl_files(root))  # fmt: skip
+
+
+#: Bounds on what is read of the sysctl.d directories (they are small; a hostile tree is not read whole).
+SYSCTL_MAX_FILES, SYSCTL_MAX_BYTES = 256, 256 * 1024
+
+
+def read_sysctl_files(root: Path) -> dict[str, str]:
+    """`*.conf` in the sysctl.d directories and /etc/sysctl.conf under `root`, by their path on the
+    host; a name in an earlier directory masks the same name in a later one (sysctl.d(5))."""
+    from badsum.fix import sysctl_d
+
+    found: dict[str, str] = {}
+    names: set[str] = set()
+    for d in sysctl_d.DIRS:
+        try:
+            entries = sorted(os.scandir(root / d.lstrip("/")), key=lambda x: x.name)
+        except OSError:
+            continue
+        for ent in entries:
+            if len(found) >= SYSCTL_MAX_FILES or not ent.name.endswith(".conf") or ent.name in names:
+                continue
+            names.add(ent.name)
+            if (text := _read_small(Path(ent.path))) is not None:
+                found[f"{d}/{ent.name}"] = text
+    if (text := _read_small(root / sysctl_d.SYSCTL_CONF.lstrip("/"))) is not None:
+        found[sysctl_d.SYSCTL_CONF] = text
+    return found
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as f:
+            return f.read(SYSCTL_MAX_BYTES).decode(errors="replace")
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +142,7 @@ class Proposal:
     plan: Plan
     keep: list[persist.Persistence] = field(default_factory=list)
     persist_notes: list[str] = field(default_factory=list)
+    """Planned changes no Persistence covers (a kind badsum does not know); empty normally."""
 
     def as_data(self, mode: str) -> dict[str, Any]:
         data: dict[str, Any] = {"mode": mode, "journal": str(self.request.journal.path), **self.plan.as_dict()}
@@ -158,7 +197,7 @@ def propose(request: Request, host: Host, snapshot: HostSnapshot | None = None,
     proposal = Proposal(request, snapshot, plan)
     if request.persist:
         proposal.keep = persist.choose(list(plan.actions), snapshot, host.persistence(request.root))
-        proposal.persist_notes = persist.notes_for_other_kinds(list(plan.actions))
+        proposal.persist_notes = persist.uncovered(list(plan.actions), proposal.keep)
     return proposal
 
 

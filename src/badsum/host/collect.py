@@ -1,4 +1,4 @@
-"""collect_snapshot(): every namespace, its links, features, routes, counters, NAT and sysctls, every
+"""collect_snapshot(): every namespace, its links, features, routes (every table), policy rules, counters, NAT and sysctls, every
 Open vSwitch, the kernel and the tools, in one frozen HostSnapshot.
 
 Read-only, and it never fails as a whole: a namespace it cannot enter or that vanishes, a missing
@@ -28,11 +28,17 @@ from badsum.host.model import (
     Namespace,
     NatRules,
     NsOwner,
+    PolicyRule,
     Route,
 )
 from badsum.host.netns import Discovery, NsRef, discover
 
 WORKERS = 8
+#: Routes kept per namespace (both families, every table, the main table first): a router with a
+#: full BGP table has a million; what the rules need is the few the namespace's own traffic uses.
+MAX_ROUTES = 5000
+#: Policy rules kept per namespace (both families).
+MAX_RULES = 1000
 #: iptables-save on a node with thousands of kube-proxy rules takes seconds.
 NAT_TIMEOUT = 30.0
 T = TypeVar("T")
@@ -58,6 +64,8 @@ class _Facts:
     peers: dict[int, RawPeer] = field(default_factory=dict)
     nsid_names: dict[int, str] | None = None
     routes: list[Route] | None = None
+    table_routes: list[Route] = field(default_factory=list)
+    rules: list[PolicyRule] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     nat: NatRules | None = None
     first: tuple[float, dict[str, int]] | None = None
@@ -249,7 +257,8 @@ def _read_namespace(f: _Facts, hw: _HostWide) -> None:
             f.nsid_names = links.parse_list_id(out.stdout)
         except links.ParseError as e:
             f.errors.append(f"netns ids unknown: {e}")
-    f.routes = _read_routes(f)
+    _read_routes(f)
+    _read_rules(f)
     if f.links and hw.tc:
         _read_tc_bpf(f)
     if f.ref.enter is None:
@@ -280,21 +289,50 @@ def _read_tc_bpf(f: _Facts) -> None:
         f.links = [replace(link, tc_bpf=found.get(link.name)) for link in f.links]
 
 
-def _read_routes(f: _Facts) -> list[Route] | None:
-    """The main table, IPv4 and IPv6 (the MTU of a route is what PMTU problems turn on)."""
-    routes: list[Route] = []
-    for argv in (["ip", "-j", "route", "show"], ["ip", "-j", "-6", "route", "show"]):
+def _read_routes(f: _Facts) -> None:
+    """Every table, IPv4 and IPv6 (the MTU of a route is what PMTU problems turn on); the main table
+    goes to `routes` as before, the rest to `table_routes`; bounded by MAX_ROUTES, main first."""
+    main: list[Route] = []
+    others: list[Route] = []
+    # `-4` is needed: with `table all`, iproute2 6.1 dumps every family unless told one.
+    for argv in (["ip", "-j", "-4", "route", "show", "table", "all"], ["ip", "-j", "-6", "route", "show", "table", "all"]):
         out = f.run(argv)
         if out.stdout is None:
             if not f.vanished:
                 f.errors.append(f"routes unknown: {out.error}")
-            return None
+            return
         try:
-            routes += links.parse_routes(out.stdout)
+            found = links.parse_routes(out.stdout)
         except links.ParseError as e:
             f.errors.append(f"routes unknown: {e}")
-            return None
-    return routes
+            return
+        main += [r for r in found if r.table == "main"]
+        others += [r for r in found if r.table != "main"]
+    total = len(main) + len(others)
+    if total > MAX_ROUTES:
+        f.errors.append(f"routes cut: {MAX_ROUTES} of {total} kept (the main table first); the rest are not in the snapshot")
+        others = others[: max(0, MAX_ROUTES - len(main))]
+        main = main[:MAX_ROUTES]
+    f.routes, f.table_routes = main, others
+
+
+def _read_rules(f: _Facts) -> None:
+    """Policy rules, IPv4 then IPv6 (`ip -j rule show`): which table a packet looks up."""
+    rules: list[PolicyRule] = []
+    for family, argv in ((4, ["ip", "-j", "-4", "rule", "show"]), (6, ["ip", "-j", "-6", "rule", "show"])):
+        out = f.run(argv)
+        if out.stdout is None:
+            if not f.vanished:
+                f.errors.append(f"policy rules unknown (IPv{family}): {out.error}")
+            continue
+        try:
+            rules += links.parse_rules(out.stdout, family)
+        except links.ParseError as e:
+            f.errors.append(f"policy rules unknown (IPv{family}): {e}")
+    if len(rules) > MAX_RULES:
+        f.errors.append(f"policy rules cut: {MAX_RULES} of {len(rules)} kept; the rest are not in the snapshot")
+        rules = rules[:MAX_RULES]
+    f.rules = rules
 
 
 def _read_ethtool(f: _Facts, link: Link, *, json: bool) -> None:
@@ -321,7 +359,8 @@ def _freeze(f: _Facts, resolved: list[Link] | None) -> Namespace:
     if f.first is not None and f.second is not None:
         sample = CounterSample(first=f.first[1], second=f.second[1], interval_s=round(f.second[0] - f.first[0], 3))
     return replace(Namespace.found(f.ref), links=tuple(resolved or ()), routes=tuple(f.routes or ()), counters=sample,
-                   nat=f.nat, sysctls=f.sysctls, errors=tuple(f.errors))  # fmt: skip
+                   nat=f.nat, sysctls=f.sysctls, errors=tuple(f.errors), table_routes=tuple(f.table_routes),
+                   rules=tuple(f.rules))  # fmt: skip
 
 
 __all__ = ["collect_snapshot"]

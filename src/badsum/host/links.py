@@ -1,4 +1,4 @@
-"""Links, addresses and routes from iproute2's JSON, ethtool's features and driver, and veth peers
+"""Links, addresses, routes and policy rules from iproute2's JSON, ethtool's features and driver, and veth peers
 resolved across namespaces. Everything here is parsing: JSON or text in, typed records out."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from badsum.host.model import Feature, GeneveInfo, Link, Route, VxlanInfo
+from badsum.host.model import Feature, GeneveInfo, Link, PolicyRule, Route, VxlanInfo
 
 
 class ParseError(ValueError):
@@ -123,17 +123,72 @@ def _geneve(d: dict[str, object]) -> GeneveInfo:
 
 
 def parse_routes(text: str) -> list[Route]:
-    """`ip -j route show` (v4 or v6) -> routes; MTU from the route's metrics (`mtu 1400`)."""
+    """`ip -j route show [table all]` (v4 or v6) -> routes; MTU from the route's metrics (`mtu 1400`).
+
+    The `local` table's routes the kernel derives from addresses (`local`, `broadcast`, `anycast`,
+    `multicast`, as IPv6's `ff00::/8`) are left out: they say nothing an address does not. Typed
+    routes elsewhere are kept with their type (Cilium's `local default dev lo table 2004` sends
+    marked packets to its proxy). iproute2 prints `table` for every table but main."""
     out = []
     for r in _json_list(text, "ip -j route show"):
         dst = _str(r.get("dst"))
-        if dst is None:
+        kind = _str(r.get("type"))
+        if dst is None or (r.get("table") == "local" and kind in ADDRESS_ROUTE_TYPES):
             continue
         mtu = None
         for m in _list(r.get("metrics")):
             if isinstance(m, dict) and _int(m.get("mtu")) is not None:
                 mtu = _int(m.get("mtu"))
-        out.append(Route(dst=dst, dev=_str(r.get("dev")), via=_str(r.get("gateway")), mtu=mtu))
+        table = r.get("table")
+        out.append(Route(dst=dst, dev=_str(r.get("dev")), via=_str(r.get("gateway")), mtu=mtu,
+                         table=str(table) if isinstance(table, (str, int)) and not isinstance(table, bool) else "main",
+                         type=None if kind in (None, "unicast") else kind))  # fmt: skip
+    return out
+
+
+#: Route types that only mirror addresses (the kernel adds them with each address).
+ADDRESS_ROUTE_TYPES = frozenset({"local", "broadcast", "anycast", "multicast", "nat"})
+#: `ip -j rule` keys that are the rule's own bookkeeping or are read into named fields.
+_RULE_KNOWN = frozenset({"priority", "src", "srclen", "dst", "dstlen", "fwmark", "fwmask", "iif", "oif", "not", "table",
+                         "action", "goto", "suppress_prefixlen", "flags", "protocol", "iif_detached",
+                         "oif_detached"})  # fmt: skip
+
+
+def _prefix(r: dict[str, object], key: str) -> str | None:
+    addr = _str(r.get(key))
+    if addr is None or addr == "all":
+        return None
+    plen = _int(r.get(f"{key}len"))
+    return f"{addr}/{plen}" if plen is not None and "/" not in addr else addr
+
+
+def _rule_word(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return ""
+    return str(value) if isinstance(value, (str, int)) else json.dumps(value, sort_keys=True)
+
+
+def parse_rules(text: str, family: int) -> list[PolicyRule]:
+    """`ip -j [-6] rule show` -> policy rules. iproute2 prints `table` for a lookup, `goto` with the
+    target priority, `action` for the rest, `src` `all` for no source, and `not` (null) for an
+    inverted one."""
+    out = []
+    for r in _json_list(text, "ip -j rule show"):
+        prio = _int(r.get("priority"))
+        if prio is None:
+            continue
+        mark = _rule_word(r.get("fwmark")) or None
+        if mark and r.get("fwmask") is not None:
+            mark = f"{mark}/{_rule_word(r.get('fwmask'))}"
+        table = _rule_word(r.get("table")) or None
+        action = "goto" if "goto" in r else _str(r.get("action")) or ("lookup" if table else "nop")
+        other = tuple(f"{k}={w}" if (w := _rule_word(v)) else k for k, v in r.items() if k not in _RULE_KNOWN)
+        if action == "goto":
+            other = (f"goto={_rule_word(r.get('goto'))}", *other)
+        out.append(PolicyRule(priority=prio, family=family, action=action, table=table, src=_prefix(r, "src"),
+                              dst=_prefix(r, "dst"), fwmark=mark, iif=_str(r.get("iif")), oif=_str(r.get("oif")),
+                              invert="not" in r, suppress_prefixlen=_int(r.get("suppress_prefixlen")),
+                              other=other))  # fmt: skip
     return out
 
 

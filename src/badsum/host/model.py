@@ -114,12 +114,50 @@ class Link:
         return self.features[name].active
 
 
+#: The tables a route with no table (a snapshot taken before tables were read) belongs to.
+MAIN_TABLES = ("main", None)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
+    """One route (`ip -j route show table all`, v4 or v6)."""
+
     dst: str
     dev: str | None = None
     via: str | None = None
     mtu: int | None = None
+    table: str | None = None
+    """`main`, `local`, `default` or a number (`100`); None in snapshots taken before tables were read."""
+    type: str | None = None
+    """None for a unicast route; `blackhole`, `unreachable`, `prohibit`, `throw` otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """One policy routing rule (`ip -j rule show`, v4 or v6): which packets, and the table they look up.
+    CNIs steer with these (Calico and Cilium mark packets and send the mark to a table of their own)."""
+
+    priority: int
+    family: int
+    """4 or 6."""
+    action: str = "lookup"
+    """`lookup` a table, `goto` a rule, `nop`, `blackhole`, `unreachable`, `prohibit`."""
+    table: str | None = None
+    """The table looked up (`main`, `local`, `100`), for `lookup`."""
+    src: str | None = None
+    """`from`: a prefix; None for `all`."""
+    dst: str | None = None
+    """`to`: a prefix; None for any."""
+    fwmark: str | None = None
+    """`0x4000` or `0x4000/0xff00` (mark/mask), as iproute2 prints it."""
+    iif: str | None = None
+    oif: str | None = None
+    invert: bool = False
+    """`not`: the selector is negated."""
+    suppress_prefixlen: int | None = None
+    """The lookup's result is ignored for routes with a prefix this long or shorter (`suppress_prefixlength`)."""
+    other: tuple[str, ...] = ()
+    """The rest as iproute2 names it: `goto=32766` (a goto's target), `ipproto=udp`, `dport=4789`, `l3mdev`, ..."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +238,11 @@ class Namespace(NsRef):
     nat: NatRules | None = None
     sysctls: dict[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    table_routes: tuple[Route, ...] = ()
+    """Routes of every table but main (`local` unicast-only, policy tables such as Calico's and
+    Cilium's); `routes` keeps the main table, which is what path finding and the rules mean."""
+    rules: tuple[PolicyRule, ...] = ()
+    """Policy routing rules, IPv4 then IPv6, in priority order; () when not read (see `errors`)."""
 
     @classmethod
     def found(cls, ref: NsRef) -> Namespace:
@@ -211,6 +254,18 @@ class Namespace(NsRef):
 
     def link_by_index(self, ifindex: int) -> Link | None:
         return next((link for link in self.links if link.ifindex == ifindex), None)
+
+    def main_routes(self) -> tuple[Route, ...]:
+        """The main table's routes (also those of a snapshot that did not record tables)."""
+        return tuple(r for r in self.routes if r.table in MAIN_TABLES)
+
+    def all_routes(self) -> tuple[Route, ...]:
+        """Every table's routes: main first, then the others as the kernel listed them."""
+        return (*self.routes, *self.table_routes)
+
+    def table(self, name: str) -> tuple[Route, ...]:
+        """The routes of one table (`main`, `local`, `100`)."""
+        return tuple(r for r in self.all_routes() if (r.table or "main") == name)
 
 
 @dataclass(frozen=True, slots=True)
