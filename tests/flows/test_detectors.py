@@ -310,14 +310,9 @@ def test_tunnel_outer_checksum_and_heartbeats() -> None:
     assert [x.severity for x in out] == sorted((x.severity for x in out), key=lambda v: ["fail", "warn", "info"].index(v.value))
 
 
-#: Known issues of the second wave (known-issues-2 A and E) whose rules are written on another branch
-#: (rules2); a cause may name them before they reach this branch's catalogue, no other id may be missing.
-PENDING_RULES = {"KB-011", "KB-016"}
-
-
 def test_every_cause_is_in_the_catalogue() -> None:
     ids = {r["id"] for r in tomllib.loads((REPO / "src/badsum/rules/catalogue.toml").read_text())["rule"]}
-    assert {c.id for c in CAUSES} <= ids | PENDING_RULES
+    assert {c.id for c in CAUSES} <= ids
     assert {c.kind for c in CAUSES} == set(Kind)  # every kind names at least one cause
 
 
