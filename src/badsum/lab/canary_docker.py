@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from badsum.lab.docker import running_processes
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 API_TIMEOUT = 3.0
@@ -261,18 +263,6 @@ def api_get(host: str, path: str, timeout: float = API_TIMEOUT) -> object:
         return json.loads(body)
     finally:
         conn.close()
-
-
-def running_processes() -> list[tuple[int, list[str]]]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                raw = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            out.append((int(entry), [a.decode(errors="replace") for a in raw.split(b"\0") if a]))
-    return out
 
 
 def read_daemon_json(path: Path = DAEMON_JSON) -> dict | None:

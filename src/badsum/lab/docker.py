@@ -212,13 +212,13 @@ def kill_leftover_shims(exec_root: Path, wait: float = 5.0) -> list[int]:
     and the processes in those containers' cgroups (`/docker/<id>`), and nothing else. Returns the pids."""
     mine = str(exec_root) + "/"
     shims: dict[int, str] = {}
-    for pid, argv in _processes():
+    for pid, argv in running_processes():
         if argv and argv[0].endswith("containerd-shim-runc-v2") and any(a.startswith(mine) for a in argv):
             shims[pid] = argv[argv.index("-id") + 1] if "-id" in argv[:-1] else ""
     ids = {i for i in shims.values() if len(i) == 64}
     victims = list(shims)
     if ids:
-        for pid, _ in _processes():
+        for pid, _ in running_processes():
             try:
                 cg = Path(f"/proc/{pid}/cgroup").read_text()
             except OSError:
@@ -254,7 +254,8 @@ def unmount_under(root: Path) -> list[str]:
     return points
 
 
-def _processes() -> list[tuple[int, list[str]]]:
+def running_processes() -> list[tuple[int, list[str]]]:
+    """(pid, argv) of every process (a process that ends meanwhile is skipped)."""
     out = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -267,4 +268,4 @@ def _processes() -> list[tuple[int, list[str]]]:
 
 
 __all__ = ["LAB_IMAGE", "PrivateDocker", "busybox_rootfs_tar", "busybox_static", "docker_available", "engine_pid",
-           "kill_leftover_shims", "stop_engine", "unmount_under"]  # fmt: skip
+           "kill_leftover_shims", "running_processes", "stop_engine", "unmount_under"]  # fmt: skip

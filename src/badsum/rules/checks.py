@@ -28,6 +28,7 @@ from badsum.rules.kernels import (
 from badsum.rules.masquerade import unguarded_masquerades, unmark_fix
 from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
 from badsum.rules.toolkit import (
+    tx_csum_on,
     AF_PACKET_FORWARDERS,
     HOST_NS,
     RX_CSUM,
@@ -122,12 +123,8 @@ def vxlan_double_snat(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         obj = link_ref(ns, link)
         if is_ovs_vport(ns, link):
             continue
-        tx, feature = first_feature(link, TX_CSUM)
-        if tx is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
-            continue
-        if not tx:
-            out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj}"))
+        feature = tx_csum_on(rule, obj, link, out)
+        if feature is None:
             continue
         if link.vxlan is not None and link.vxlan.udpcsum:
             out.append(finding(rule, Outcome.PASS, [obj], f"{obj} fills the outer UDP checksum (udpcsum): NAT updates a real one"))

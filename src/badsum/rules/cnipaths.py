@@ -13,6 +13,7 @@ from badsum.rules.kernels import KERNEL_FIXES, kernel_has
 from badsum.rules.masquerade import unguarded_masquerades
 from badsum.rules.model import Finding, FixAction, ObjectRef, Outcome, Rule
 from badsum.rules.toolkit import (
+    tx_csum_on,
     TX_CSUM,
     ethtool_off,
     finding,
@@ -73,12 +74,8 @@ def ipip_tx_csum_mlx5(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         if not nics:
             out.append(finding(rule, Outcome.PASS, [obj], f"no mlx5_core interface in {ns.id}"))
             continue
-        tx, feature = first_feature(link, TX_CSUM)
-        if tx is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
-            continue
-        if not tx:
-            out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj}"))
+        feature = tx_csum_on(rule, obj, link, out)
+        if feature is None:
             continue
         if snap.kernel.distro != "el8":
             out.append(finding(rule, Outcome.PASS, [obj], f"{feature} on over mlx5_core, but the reports are RHEL 8 kernels "
@@ -132,12 +129,8 @@ def kube_ovn_double_snat(snap: HostSnapshot, rule: Rule) -> list[Finding]:
             return skip(rule, f"kernel {how}")
         port = int(m["port"])
         obj = link_ref(ns, link)
-        tx, feature = first_feature(link, TX_CSUM)
-        if tx is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
-            continue
-        if not tx:
-            out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj} (kube-ovn does this since #3045)"))
+        feature = tx_csum_on(rule, obj, link, out, " (kube-ovn does this since #3045)")
+        if feature is None:
             continue
         nat = ns.nat
         if nat is None or (nat.iptables_nat is None and nat.iptables_legacy_nat is None):

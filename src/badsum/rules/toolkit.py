@@ -93,6 +93,19 @@ def first_feature(link: Link, names: Iterable[str]) -> tuple[bool | None, str]:
     return None, ""
 
 
+def tx_csum_on(rule: Rule, obj: ObjectRef, link: Link, out: list[Finding], off_why: str = "") -> str | None:
+    """The name of `link`'s TX checksum feature when it is on. Otherwise the outcome for `obj` is
+    recorded in `out` (pass: off, with `off_why` added; unknown: features unread) and None returned."""
+    tx, feature = first_feature(link, TX_CSUM)
+    if tx is None:
+        out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+        return None
+    if not tx:
+        out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj}{off_why}"))
+        return None
+    return feature
+
+
 def changeable_features(link: Link, names: Iterable[str]) -> list[str]:
     """Those of `names` that are on and not [fixed]: the ones an `ethtool -K` can turn off."""
     feats = link.features or {}
@@ -127,5 +140,6 @@ __all__ = [
     "links",
     "ovs_datapath",
     "skip",
+    "tx_csum_on",
     "veth_peer",
 ]
