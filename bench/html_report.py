@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python3 bench/html_report.py --namespaces 500          # collapsed (what doctor does)
     PYTHONPATH=src python3 bench/html_report.py --namespaces 500 --no-collapse
+    PYTHONPATH=src python3 bench/html_report.py --browser        # also: headless Chromium loads and paints it
 
 The host is synthetic: eth0, a docker0 bridge, an OVS br-int (system datapath) and a VXLAN device
 on eth0; N namespaces with one veth each (half on docker0, half on br-int), every 50th with a
@@ -12,7 +13,11 @@ builds the same host.
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 from badsum.host.model import (HOST_NS, Feature, HostSnapshot, KernelInfo, Link, Namespace, OVSBridge, OVSInfo, OVSPort,
@@ -55,7 +60,20 @@ def synthetic_host(n: int) -> tuple[HostSnapshot, list[Finding]]:
     return snap, findings
 
 
-def measure(n: int, collapse: bool) -> dict[str, float]:
+def browser_seconds(html: str) -> float:
+    """Wall time of a headless Chromium opening the page and writing a screenshot (start-up included)."""
+    with tempfile.TemporaryDirectory() as d:
+        page = f"{d}/page.html"
+        with open(page, "w") as f:
+            f.write(html)
+        t0 = time.perf_counter()
+        subprocess.run([shutil.which("chromium") or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                        f"--user-data-dir={d}/profile", f"--screenshot={d}/shot.png", "--window-size=1400,1000",
+                        f"file://{page}"], capture_output=True, timeout=300, check=True)  # fmt: skip
+        return time.perf_counter() - t0
+
+
+def measure(n: int, collapse: bool, browser: bool = False) -> dict[str, object]:
     from badsum.report.html_doctor import COLLAPSE_OVER, doctor_page, host_dot
     from badsum.report.html_io import dot_to_svg
 
@@ -67,7 +85,11 @@ def measure(n: int, collapse: bool) -> dict[str, float]:
     t2 = time.perf_counter()
     html = doctor_page(snap, findings, m, svg)
     t3 = time.perf_counter()
-    return {"namespaces": n, "map_nodes": sum(1 for k in m.nodes if not k.startswith("ns")), "dot_bytes": len(m.dot),
+    size = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg)
+    extra = {"svg_pt": f"{float(size[1]):.0f}x{float(size[2]):.0f}"} if size else {}
+    if browser:
+        extra["chromium_s"] = browser_seconds(html)
+    return {**extra, "namespaces": n, "map_nodes": sum(1 for k in m.nodes if not k.startswith("ns")), "dot_bytes": len(m.dot),
             "html_bytes": len(html.encode()), "build_dot_s": t1 - t0, "dot_layout_s": t2 - t1, "page_s": t3 - t2,
             "total_s": t3 - t0}  # fmt: skip
 
@@ -76,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--namespaces", type=int, default=500)
     ap.add_argument("--no-collapse", action="store_true", help="draw every namespace (what the collapse avoids)")
+    ap.add_argument("--browser", action="store_true", help="also time headless Chromium opening the page")
     a = ap.parse_args(argv)
-    r = measure(a.namespaces, collapse=not a.no_collapse)
+    r = measure(a.namespaces, collapse=not a.no_collapse, browser=a.browser)
     print(" ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
     return 0
 

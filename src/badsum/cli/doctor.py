@@ -167,7 +167,8 @@ def write_html(result: DoctorResult, path: str) -> None:
     from badsum.report.html_doctor import doctor_page, host_dot
     from badsum.report.html_io import LayoutError, dot_to_svg, write_page
 
-    m = host_dot(result.snapshot, result.findings)
+    scoped = len(result.scope) != len(result.snapshot.namespaces)
+    m = host_dot(result.snapshot, result.findings, scope=set(result.scope) if scoped else None)
     try:
         svg = dot_to_svg(m.dot)
         write_page(path, doctor_page(result.snapshot, result.findings, m, svg))

@@ -116,8 +116,22 @@ def _leaf_veth(ns: Namespace) -> Link | None:
     return None
 
 
-def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = COLLAPSE_OVER) -> HostMap:
+def in_view(snap: HostSnapshot, scope: set[str] | None) -> list[Namespace]:
+    """The namespaces drawn: all, or those in `scope` and the ones their veths lead to (`doctor -n`)."""
+    if scope is None:
+        return list(snap.namespaces)
+    near = set(scope)
+    for ns in snap.namespaces:
+        if ns.id in scope:
+            near.update(lk.peer_ns for lk in ns.links if lk.peer_ns)
+    return [ns for ns in snap.namespaces if ns.id in near]
+
+
+def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = COLLAPSE_OVER,
+             scope: set[str] | None = None) -> HostMap:
+    """The map of the namespaces in view (every one, or `scope` and its veths' peers)."""
     m = HostMap("")
+    namespaces = in_view(snap, scope)
     flagged_objs, flagged_ns = _flagged_refs(findings)
     ovs_port_bridge: dict[tuple[str, str], str] = {}  # (ns, port) -> OVS bridge
     for ovs in snap.ovs:
@@ -128,8 +142,8 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
     # Which namespaces collapse, grouped by what their host-side veth is plugged into.
     hidden: set[tuple[str, str]] = set()
     groups: dict[str, list[tuple[Namespace, Link]]] = defaultdict(list)
-    if len(snap.namespaces) > collapse_over:
-        for ns in snap.namespaces:
+    if len(namespaces) > collapse_over:
+        for ns in namespaces:
             leaf = _leaf_veth(ns) if ns.id != HOST_NS else None
             if leaf is None or ns.id in flagged_ns or (HOST_NS, leaf.peer_name) in flagged_objs:
                 continue
@@ -152,7 +166,7 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
         return f"{prefix}{counter}"
 
     edges: list[str] = []
-    for ni, ns in enumerate(snap.namespaces):
+    for ni, ns in enumerate(namespaces):
         if ns.id in collapsed_ns:
             continue
         cid = f"ns{ni}"
@@ -207,7 +221,7 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
         out.append("  }")
     # Edges: veth pairs, bridge ports, OVS ports, tunnel underlays.
     drawn: set[tuple[str, str]] = set()
-    for ns in snap.namespaces:
+    for ns in namespaces:
         for link in ns.links:
             a = f"{ns.id}:{link.name}"
             if a not in m.objects:
@@ -228,6 +242,8 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
                 edges.append(f"  {_q(a)} -- {_q(f'{ns.id}:{lower}')} [label=\"underlay\", style=bold, color=\"#a0522d\"];")
     # OVS ports with no link of their own (internal ports of a netdev bridge, taps): a small node each.
     for ovs in snap.ovs:
+        if ovs.namespace not in m.objects:
+            continue
         for b in ovs.bridges:
             for p in b.ports:
                 key = f"{ovs.namespace}:{p.name}"
@@ -313,15 +329,17 @@ SCRIPT = """
       panel.textContent = f ? JSON.stringify(f) : g.id;
     });
   });
+  document.body.setAttribute('data-ready', '1');  // the handlers are wired: the browser test looks for it
 })();
 """
 
 
 def doctor_page(snap: HostSnapshot, findings: list[Finding], m: HostMap, svg: str) -> str:
+    """The page: the answer, the findings (click: their objects light up), the map, the collapsed list."""
     found = problems(findings)
     when = f"{snap.taken_at:.0f}"
     head = (f"<h1>badsum doctor: {esc(snap.hostname)}</h1><p>kernel {esc(snap.kernel.release)}, "
-            f"{len(snap.namespaces)} namespaces, snapshot taken at unix time {esc(when)}. "
+            f"{len(snap.namespaces)} namespaces ({len([k for k in m.nodes if k.startswith('ns')])} drawn as clusters), snapshot taken at unix time {esc(when)}. "
             + (f'<b class="fail">{len(found)} problem{"s" if len(found) != 1 else ""}</b>' if found
                else '<b class="ok">nothing wrong found</b>') + "</p>")  # fmt: skip
     legend = ("<p class=\"muted\">Click a finding to highlight its objects, an object for its facts. Offloads: "
