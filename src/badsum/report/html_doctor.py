@@ -279,11 +279,20 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
 # -- the page -------------------------------------------------------------------------------------
 
 
+def _where(o, m: HostMap) -> tuple[str | None, bool]:
+    """(SVG id to light up, whether the object itself is on the map). An object the map does not
+    draw (a NAT chain, a counter, the kernel) lights up its namespace's cluster instead."""
+    key = f"{o.ns}:{o.name}"
+    if o.kind != "namespace" and key in m.objects:
+        return m.objects[key], True
+    return m.objects.get(o.ns), o.kind == "namespace" and o.ns in m.objects
+
+
 def _finding_html(i: int, f: Finding, m: HostMap) -> str:
-    ids = sorted({m.objects[k] for o in f.objects for k in (f"{o.ns}:{o.name}", o.ns) if k in m.objects and
-                  (k == f"{o.ns}:{o.name}" or o.kind == "namespace" or f"{o.ns}:{o.name}" not in m.objects)})  # fmt: skip
-    objs = ", ".join(f"<code>{esc(o)}</code> ({esc(o.kind)})" + ("" if (f"{o.ns}:{o.name}" in m.objects or o.ns in m.objects)
-                     else " <span class=\"muted\">not on the map</span>") for o in f.objects) or "-"  # fmt: skip
+    where = [(o, *_where(o, m)) for o in f.objects]
+    ids = sorted({sid for _, sid, _ in where if sid})
+    objs = ", ".join(f"<code>{esc(o)}</code> ({esc(o.kind)})" + ("" if on else " <span class=\"muted\">not on the map"
+                     + (", its namespace is outlined" if sid else "") + "</span>") for o, sid, on in where) or "-"  # fmt: skip
     fixes = "\n".join(a.command() for a in f.fix) or "no single command: see the remediation in `badsum doctor`"
     cls = "warn" if f.outcome == Outcome.WARN else "fail"
     refs = "".join(f"<br>reference: <code>{esc(r)}</code>" for r in f.references)
