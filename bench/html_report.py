@@ -20,8 +20,18 @@ import sys
 import tempfile
 import time
 
-from badsum.host.model import (HOST_NS, Feature, HostSnapshot, KernelInfo, Link, Namespace, OVSBridge, OVSInfo, OVSPort,
-                               VxlanInfo)  # fmt: skip
+from badsum.host.model import (
+    HOST_NS,
+    Feature,
+    HostSnapshot,
+    KernelInfo,
+    Link,
+    Namespace,
+    OVSBridge,
+    OVSInfo,
+    OVSPort,
+    VxlanInfo,  # fmt: skip
+)
 from badsum.rules.model import Finding, ObjectRef, Outcome, Severity
 
 FEATURES = {"tx-checksum-ip-generic": Feature(True, False), "rx-checksumming": Feature(True, False),

@@ -24,9 +24,9 @@ import pytest
 from support import need_root, need_tool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_html_cli import KB005, badsum, nat_captures  # noqa: E402
+from test_html_cli import KB005, badsum, nat_captures
 
-EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.IGNORECASE)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from scapy.all import Ether, wrpcap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trace"))
-from tracekit import MAC2, tcp_frame  # noqa: E402
+from tracekit import MAC2, tcp_frame
 
 REPO = Path(__file__).resolve().parents[2]
 KB005 = REPO / "tests" / "rules" / "fixtures" / "KB-005" / "fire-netdev-veth.json"

@@ -9,11 +9,11 @@ from pathlib import Path
 from scapy.all import Ether
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "trace"))
-from tracekit import MAC2, run, tcp_frame  # noqa: E402
+from tracekit import MAC2, run, tcp_frame
 
-from badsum.report.html_trace import MAX_FLOWS, flow_html, trace_page  # noqa: E402
+from badsum.report.html_trace import MAX_FLOWS, flow_html, trace_page
 
-EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.IGNORECASE)
 A, B, NAT = "192.0.2.1", "198.51.100.2", "203.0.113.1"
 DATA = bytes(range(200))
 

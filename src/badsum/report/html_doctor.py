@@ -361,4 +361,4 @@ def doctor_page(snap: HostSnapshot, findings: list[Finding], m: HostMap, svg: st
     return page(f"badsum doctor {snap.hostname}", "\n".join(body), SCRIPT)
 
 
-__all__ = ["COLLAPSE_OVER", "HostMap", "OFFLOADS", "doctor_page", "host_dot"]
+__all__ = ["COLLAPSE_OVER", "OFFLOADS", "HostMap", "doctor_page", "host_dot"]
