@@ -110,8 +110,10 @@ def test_untrusted_names_are_escaped() -> None:
 def test_object_not_on_the_map_says_so() -> None:
     snap, _ = kb005()
     f = Finding("KB-Y", "nat", Severity.LOW, Outcome.FAIL, (ObjectRef(HOST_NS, "POSTROUTING", "iptables-chain"),), "e", "r")
-    page = doctor_page(snap, [f], host_dot(snap, [f]), "<svg></svg>")
-    assert "not on the map" in page
+    m = host_dot(snap, [f])
+    page = doctor_page(snap, [f], m, "<svg></svg>")
+    assert "not on the map, its namespace is outlined" in page
+    assert m.objects[HOST_NS] in m.flagged and 'color="#b00020", penwidth=3' in m.dot.split("subgraph cluster_ns0")[1].split("\n")[1]
 
 
 def test_500_namespaces_collapse_to_one_node_per_bridge() -> None:

@@ -175,7 +175,11 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
         title = ns.id if ns.id != HOST_NS else f"host ({snap.hostname})"
         if owner:
             title += f"\n{owner.label()}"
-        red = ns.id in {o.ns for f in problems(findings) for o in f.objects if o.kind == "namespace"}
+        # A finding about the namespace itself, or about something in it the map does not draw (a
+        # counter, a NAT chain), outlines the namespace.
+        drawn = {lk.name for lk in ns.links} | {x for o in snap.ovs if o.namespace == ns.id for b in o.bridges
+                                                 for x in (b.name, *(p.name for p in b.ports))}  # fmt: skip
+        red = any(o.ns == ns.id and (o.kind == "namespace" or o.name not in drawn) for f in problems(findings) for o in f.objects)
         if red:
             m.flagged.add(cid)
         out.append(f"  subgraph cluster_{cid} {{")
@@ -295,7 +299,8 @@ def _finding_html(i: int, f: Finding, m: HostMap) -> str:
                      + (", its namespace is outlined" if sid else "") + "</span>") for o, sid, on in where) or "-"  # fmt: skip
     fixes = "\n".join(a.command() for a in f.fix) or "no single command: see the remediation in `badsum doctor`"
     cls = "warn" if f.outcome == Outcome.WARN else "fail"
-    refs = "".join(f"<br>reference: <code>{esc(r)}</code>" for r in f.references)
+    refs = (f"<details><summary>references ({len(f.references)})</summary>"
+            + "<br>".join(f"<code>{esc(r)}</code>" for r in f.references) + "</details>") if f.references else ""
     return (f'<div class="finding is-{cls}" id="finding-{i}" data-nodes="{esc(" ".join(ids))}">'
             f'<b class="{cls}">{esc(f.outcome.value.upper())} {esc(f.severity.label)} {esc(f.rule)}</b> {esc(f.title)}<br>'
             f"objects: {objs}<br>why: {esc(f.reason)}<br>evidence: {esc(f.evidence)}"

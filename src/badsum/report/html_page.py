@@ -13,12 +13,13 @@ code,pre,.mono{font-family:ui-monospace,monospace;font-size:12px}
 .fail{color:#b00020}.warn{color:#9a5b00}.ok{color:#1b6e20}.muted{color:#666}
 .finding{border:1px solid #ccc;border-left:6px solid #b00020;padding:.4em .8em;margin:.5em 0;cursor:pointer}
 .finding.is-warn{border-left-color:#e0a000}.finding.active{background:#fff3f3}
-.finding pre{white-space:pre-wrap;margin:.2em 0}
+.finding pre{white-space:pre-wrap;margin:.2em 0}.finding details{font-size:12px}
 table{border-collapse:collapse}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 #map{overflow:auto;border:1px solid #ddd;max-height:80vh}
 #map svg{max-width:none}
 #map g.node.flagged polygon,#map g.node.flagged ellipse{stroke:#b00020;stroke-width:3px}
 #map g.node.selected polygon,#map g.node.selected ellipse{fill:#ffe08a}
+#map g.node.selected path,#map g.cluster.selected path{fill:#ffe08a}
 #details{position:sticky;top:0;background:#fffbe6;border:1px solid #e0c060;padding:.4em .8em;min-height:1.5em}
 .path{display:flex;flex-wrap:wrap;align-items:flex-start;gap:0;margin:.4em 0 1em}
 .hop{border:2px solid #1b6e20;border-radius:6px;padding:.3em .6em;min-width:9em;background:#f3fbf3}
