@@ -106,6 +106,22 @@ def test_trace_page_in_chromium_shows_the_first_bad_hop(tmp_path: Path) -> None:
     assert "first bad hop" in opened.dom and "nat-stale" in opened.dom
 
 
+def test_follow_page_in_chromium(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "follow"))
+    from followkit import Kit, syn
+    from test_follow_pure import kb005
+
+    from badsum.report.html_follow import follow_page
+
+    k = Kit()
+    kb005(k, syn(pending=True))
+    page = tmp_path / "follow.html"
+    page.write_text(follow_page(k.data()))
+    opened = open_page(page, tmp_path, "follow")
+    assert_clean(page, opened)
+    assert re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', opened.dom) == ["host:c2-veth"]
+
+
 def doctor_dom_checks(opened: Opened, objects: list[dict]) -> None:
     assert 'data-ready="1"' in opened.dom  # the page's script ran to its end
     for o in objects:
@@ -152,3 +168,16 @@ def test_doctor_page_of_a_real_ovs_userspace_veth_lab_in_chromium(tmp_path: Path
     assert_clean(page, opened)
     doctor_dom_checks(opened, kb005[0]["objects"])
     assert f"{prefix}-c1" in opened.dom and "datapath netdev" in opened.dom
+    # follow --html's page from the lab's own eBPF recording of the same run (lab.follow).
+    from badsum.report.html_follow import follow_page
+
+    recorded = [d for d in result.follow.values() if "not_run" not in d and d["summary"]["flows_bad"]]
+    assert recorded, f"badsum follow saw no bad flow in the lab: {list(result.follow.values())[:1]}"
+    fpage = tmp_path / "follow.html"
+    fpage.write_text(follow_page(recorded[0]))
+    fopened = open_page(fpage, tmp_path, "follow-lab")
+    assert_clean(fpage, fopened)
+    first = re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', fopened.dom)
+    bad = [f["first_bad_hop"] for f in recorded[0]["flows"] if f["first_bad_hop"]]
+    assert first and set(first) <= {b["before"] for b in bad}
+    assert "unfinished" in fopened.dom

@@ -85,7 +85,13 @@ def test_trace_html_refused_and_failed_writes(tmp_path: Path) -> None:
     assert r.returncode == 3 and json.loads(r.stdout)["errors"][0]["code"] == "html.cannot_write"
 
 
+def test_follow_html_refuses_a_device_before_loading_anything() -> None:
+    r = badsum("follow", "--html", "/dev/null", "-d", "1")
+    assert r.returncode == 2 and "--html /dev/null" in r.stderr
+
+
 def test_docs_cover_html() -> None:
     docs = (REPO / "docs" / "cli.md").read_text()
     assert "### `doctor --html`" in docs and "### `trace --html`" in docs
-    assert "[--html FILE]" in docs.split("## `badsum trace`")[1].split("\n## ")[0]
+    for command in ("trace", "doctor", "follow"):
+        assert "[--html FILE]" in docs.split(f"## `badsum {command}`")[1].split("\n## ")[0], command
