@@ -122,6 +122,17 @@ def test_follow_page_in_chromium(tmp_path: Path) -> None:
     assert re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', opened.dom) == ["host:c2-veth"]
 
 
+def test_pcap_page_of_the_63_second_recording_in_chromium(tmp_path: Path) -> None:
+    page = tmp_path / "pcap.html"
+    r = badsum("pcap", "--html", page, Path(__file__).resolve().parents[1] / "data" / "syn-ladder-63s.pcap")
+    assert r.returncode == 1, r.stderr
+    opened = open_page(page, tmp_path, "pcap")
+    assert_clean(page, opened)
+    sends = [float(t) for t in re.findall(r'<circle class="send" data-t="([\d.]+)"', opened.dom)]
+    assert len(sends) == 7 and 60 < sends[-1] < 66
+    assert re.search(r'<rect class="end" data-t="64\.\d+"', opened.dom)
+
+
 def doctor_dom_checks(opened: Opened, objects: list[dict]) -> None:
     assert 'data-ready="1"' in opened.dom  # the page's script ran to its end
     for o in objects:

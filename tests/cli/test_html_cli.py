@@ -90,8 +90,20 @@ def test_follow_html_refuses_a_device_before_loading_anything() -> None:
     assert r.returncode == 2 and "--html /dev/null" in r.stderr
 
 
+def test_pcap_html_writes_the_ladder_and_refuses_bad_targets(tmp_path: Path) -> None:
+    ladder = REPO / "tests" / "data" / "syn-ladder-63s.pcap"
+    page = tmp_path / "pcap.html"
+    r = badsum("pcap", "--html", page, ladder)
+    assert r.returncode == 1, r.stderr  # the 64-second connect is a failing symptom
+    assert page.read_text().count('<circle class="send"') == 7
+    assert badsum("pcap", "--html", "/dev/null", ladder).returncode == 2
+    assert badsum("pcap", "--html", ladder, ladder).returncode == 2  # never over the input
+    r = badsum("pcap", "--json", "--html", tmp_path / "no" / "p.html", ladder)
+    assert r.returncode == 3 and "html.cannot_write" in r.stdout
+
+
 def test_docs_cover_html() -> None:
     docs = (REPO / "docs" / "cli.md").read_text()
     assert "### `doctor --html`" in docs and "### `trace --html`" in docs
-    for command in ("trace", "doctor", "follow"):
+    for command in ("trace", "doctor", "follow", "pcap"):
         assert "[--html FILE]" in docs.split(f"## `badsum {command}`")[1].split("\n## ")[0], command
