@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from badsum.host.model import HOST_NS, HostSnapshot, Link, VxlanInfo
+from badsum.host.model import HOST_NS, GeneveInfo, HostSnapshot, Link, Route, VxlanInfo
 from badsum.report.html_doctor import COLLAPSE_OVER, doctor_page, host_dot
 from badsum.rules.engine import evaluate
 from badsum.rules.model import Finding, ObjectRef, Outcome, Severity
@@ -71,6 +71,16 @@ def test_vxlan_underlay_bridge_port_and_offloads() -> None:
     assert '"host:vxlan0" -- "host:br1" [label="port"' in dot
     assert "vni 42 port 4789 remote 10.0.0.2" in node_line(dot, "host:vxlan0")
     assert "shape=hexagon" in node_line(dot, "host:vxlan0")
+
+
+def test_geneve_underlay_is_the_route_to_its_remote() -> None:
+    snap, _ = kb005()
+    host = snap.ns(HOST_NS)
+    gen = Link(13, "gnv0", "geneve", 1450, "UP", geneve=GeneveInfo(7, 6081, "10.9.0.2", None))
+    routes = (Route("default", "eth0", "10.0.0.1"), Route("10.9.0.0/16", "c1-veth"), Route("10.9.0.0/24", "eth0"))
+    snap = replace(snap, namespaces=(replace(host, links=(*host.links, gen), routes=routes), *snap.namespaces[1:]))
+    dot = host_dot(snap, []).dot
+    assert '"host:gnv0" -- "host:eth0" [label="underlay (route to 10.9.0.2)"' in dot
 
 
 def test_dot_strings_are_quoted() -> None:

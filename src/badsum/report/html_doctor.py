@@ -13,6 +13,7 @@ bridge ("212 namespaces, one veth each"), their names listed in a table under th
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -97,6 +98,32 @@ def _label(link: Link, extra: str = "") -> str:
     if off := _offloads(link):
         lines.append(off)
     return "\n".join(lines)
+
+
+def underlay(ns: Namespace, link: Link) -> tuple[str, str] | None:
+    """(device, how it is known) a tunnel device sends its outer packets through: the VXLAN `dev`
+    it is bound to, else the route to its remote (longest prefix; Geneve has no bound device)."""
+    if link.vxlan and link.vxlan.lower:
+        return link.vxlan.lower, "underlay"
+    remote = (link.vxlan.remote if link.vxlan else None) or (link.geneve.remote if link.geneve else None)
+    if not remote:
+        return None
+    try:
+        addr = ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+    best: tuple[int, str] | None = None
+    for r in ns.routes:
+        if not r.dev or r.dev == link.name:
+            continue
+        try:
+            net = ipaddress.ip_network("0.0.0.0/0" if r.dst == "default" and addr.version == 4 else
+                                       "::/0" if r.dst == "default" else r.dst, strict=False)  # fmt: skip
+        except ValueError:
+            continue
+        if addr.version == net.version and addr in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, r.dev)
+    return (best[1], f"underlay (route to {remote})") if best else None
 
 
 def _flagged_refs(findings: list[Finding]) -> tuple[set[tuple[str, str]], set[str]]:
@@ -241,9 +268,9 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
                 edges.append(f"  {_q(a)} -- {_q(f'{ns.id}:{bridge}')} [label=\"ovs port\", style=dashed, color=\"#7a4fb0\"];")
             elif link.master and f"{ns.id}:{link.master}" in m.objects:
                 edges.append(f"  {_q(a)} -- {_q(f'{ns.id}:{link.master}')} [label=\"port\", style=dashed];")
-            lower = link.vxlan.lower if link.vxlan else None
-            if lower and f"{ns.id}:{lower}" in m.objects:
-                edges.append(f"  {_q(a)} -- {_q(f'{ns.id}:{lower}')} [label=\"underlay\", style=bold, color=\"#a0522d\"];")
+            under = underlay(ns, link) if link.vxlan or link.geneve else None
+            if under and f"{ns.id}:{under[0]}" in m.objects:
+                edges.append(f"  {_q(a)} -- {_q(f'{ns.id}:{under[0]}')} [label={_q(under[1])}, style=bold, color=\"#a0522d\"];")
     # OVS ports with no link of their own (internal ports of a netdev bridge, taps): a small node each.
     for ovs in snap.ovs:
         if ovs.namespace not in m.objects:
