@@ -22,10 +22,11 @@ examples:
   sudo badsum doctor --namespace web1 -v   # one namespace, also what passed or could not be checked
   sudo badsum doctor --save node1.json     # ... and keep the snapshot
   badsum doctor --from node1.json --json   # the same findings anywhere, without root
+  sudo badsum doctor --html map.html       # ... and the host map with the findings on it (needs graphviz)
 
 exit codes: 0 nothing wrong, 1 findings (fail or warn), 2 usage (an unknown --namespace; --save naming
             a device, FIFO, socket, directory or symlink), 3 could not inspect (not root, unreadable
-            snapshot, --save failed)
+            snapshot, --save failed, --html without Graphviz's dot or not written)
 """
 OUTCOME_WORD = {Outcome.FAIL: "FAIL", Outcome.WARN: "WARN", Outcome.PASS: "PASS", Outcome.SKIP: "SKIP",
                 Outcome.UNKNOWN: "UNKNOWN"}  # fmt: skip
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("--save", metavar="FILE",
                    help="also write the host snapshot to FILE (JSON), for --from; a regular file or a new name")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the host map (namespaces, veth pairs, bridges, OVS, tunnels, MTUs, offloads) with "
+                        "the findings drawn on it: one self-contained HTML file; needs Graphviz's dot")  # fmt: skip
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="evaluate a saved snapshot instead of this host (no root needed; - reads stdin)")
     p.add_argument("--namespace", "-n", metavar="NS", action="append", default=[],
@@ -68,6 +72,7 @@ class DoctorResult:
     errors: list[dict[str, str]] = field(default_factory=list)
     fatal: bool = False
     saved: str | None = None
+    html: str | None = None
 
     @property
     def problems(self) -> list[Finding]:
@@ -97,6 +102,7 @@ class DoctorResult:
             "findings": [f.as_dict() for f in self.problems],
             "outcomes": [f.as_dict() for f in self.findings if f.outcome not in (Outcome.FAIL, Outcome.WARN)],
             "saved": self.saved,
+            "html": self.html,
             # Container and pod names of the namespaces in scope, as the runtime gives them.
             "owners": {ns: asdict(o) for ns, o in sorted(getattr(s, "owners", {}).items()) if ns in self.scope},
             "cni": [{**asdict(c), "evidence": c.evidence} for c in getattr(s, "cni", ())],
@@ -147,18 +153,48 @@ def diagnose(args: argparse.Namespace) -> DoctorResult:
         except Failure as e:
             result.errors.append({"code": e.code, "message": e.message})
             result.fatal = True
+    if getattr(args, "html", None):
+        try:
+            write_html(result, args.html)
+            result.html = args.html
+        except Failure as e:
+            result.errors.append({"code": e.code, "message": e.message})
+            result.fatal = True
     return result
+
+
+def write_html(result: DoctorResult, path: str) -> None:
+    from badsum.report.html_doctor import doctor_page, host_dot
+    from badsum.report.html_io import LayoutError, dot_to_svg, write_page
+
+    scoped = len(result.scope) != len(result.snapshot.namespaces)
+    m = host_dot(result.snapshot, result.findings, scope=set(result.scope) if scoped else None)
+    try:
+        svg = dot_to_svg(m.dot)
+        write_page(path, doctor_page(result.snapshot, result.findings, m, svg))
+    except LayoutError as e:
+        raise Failure("html.no_layout", str(e)) from None
+    except OSError as e:
+        raise Failure("html.cannot_write", f"cannot write {path}: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace) -> Result:
     source = {"source": args.from_file or "live", "findings": []}
     if args.save and (refused := unsafe_output("--save", args.save)):
         return Result.failed("doctor", Failure(*refused, ExitCode.USAGE), source)
+    if getattr(args, "html", None):
+        from badsum.report.html_io import have_dot
+
+        if refused := unsafe_output("--html", args.html):
+            return Result.failed("doctor", Failure(*refused, ExitCode.USAGE), source)
+        if not have_dot():  # said before the snapshot is taken: no work, no file
+            return Result.failed("doctor", Failure("html.no_dot", "--html needs Graphviz's dot to lay out the map "
+                                                   "(apt-get install graphviz); nothing written"), source)  # fmt: skip
     try:
         result = diagnose(args)
     except Failure as e:
         return Result.failed("doctor", e, source)
-    said = [e["message"] for e in result.errors if e["code"] == "snapshot.cannot_save"]
+    said = [e["message"] for e in result.errors if e["code"] == "snapshot.cannot_save" or e["code"].startswith("html.")]
     return Result("doctor", result.exit_code, result.as_data(), result.errors,
                   text=lambda: render_text(result, verbose=args.verbose), text_stderr=said)  # fmt: skip
 

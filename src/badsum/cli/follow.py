@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from badsum.cli.argtypes import port, positive
+from badsum.cli.argtypes import port, positive, unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result, say
 
 HELP = "follow packets through the kernel with eBPF and name the first bad hop from the kernel's checksum state"
@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-w", "--write", metavar="FILE.pcapng",
                    help="also write the recorded bytes: one interface per device, the kernel state in each packet's comment")
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write each flow's kernel hops as a row, the first bad hop outlined: one self-contained HTML file")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the flows where nothing went bad, and every journey")
     p.add_argument("command", metavar="COMMAND", nargs="*",
                    help="after `--`: run this command once the programs are attached, stop when it ends")
@@ -105,6 +107,8 @@ def run(args: argparse.Namespace) -> Result | ExitCode:
             check_writable_target(args.write)
         except OSError as e:
             return _error(args, "write.not_writable", f"-w {args.write}: {e.strerror or e}", ExitCode.USAGE)
+    if getattr(args, "html", None) and (refused := unsafe_output("--html", args.html)):
+        return _error(args, *refused, ExitCode.USAGE)
     from badsum.kernel.session import FollowConfig, FollowSession, Unavailable
 
     config = FollowConfig(flt, min(args.snaplen, 2047), max(args.rate, 0), dict(ports.by_port), args.btf)
@@ -255,6 +259,15 @@ def finish(args: argparse.Namespace, filter_text: str, rec: _Recording, names: d
             errors.append({"code": "write.failed", "message": wrote})
         else:
             data["written"] = wrote
+    if getattr(args, "html", None):
+        from badsum.report.html_follow import follow_page
+        from badsum.report.html_io import write_page
+
+        try:
+            write_page(args.html, follow_page(data))
+            data["html"] = args.html
+        except OSError as e:
+            errors.append({"code": "html.cannot_write", "message": f"cannot write {args.html}: {e.strerror or e}"})
     bad = data["summary"]["flows_bad"]
     code = ExitCode.FINDINGS if bad else ExitCode.UNREADABLE if errors else ExitCode.OK
     # A failed -w is exit 3, but the analysis itself found nothing wrong: its status stays `ok`.

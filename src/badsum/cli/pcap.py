@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-symptoms", action="store_true", help="checksums only: skip the flow analysis (SYN ladders, PMTU ...)")
     p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows and symptoms with evidence, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the checksum counts per layer and each SYN retry ladder on a time axis: one "
+                        "self-contained HTML file")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -139,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, out: Stdout) -> int:
     if args.annotate is not None and (refused := _check_annotate(args, out)) is not None:
         return refused
+    if getattr(args, "html", None):
+        if _names_the_input(args.html, args.file):
+            return _refuse(args, out, Failure("html.is_the_input", "--html must not overwrite the input capture", ExitCode.USAGE))
+        if refused := unsafe_output("--html", args.html):
+            return _refuse(args, out, Failure(*refused, ExitCode.USAGE))
     receivers: tuple[Receiver, ...] = ()
     if args.snapshot is not None:
         if args.no_symptoms:
@@ -169,6 +177,15 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
     )
     code = exit_code(summary, meta)
     errors = report_errors(summary, meta)
+    if getattr(args, "html", None):
+        from badsum.report.html_io import write_page
+        from badsum.report.html_pcap import pcap_page
+
+        try:
+            write_page(args.html, pcap_page(to_data(summary, meta)))
+        except OSError as e:
+            errors.append({"code": "html.cannot_write", "message": f"cannot write {args.html}: {e.strerror or e}"})
+            code = int(ExitCode.UNREADABLE)
     if args.json:
         status = "error" if code == 3 else "findings" if code == 1 else "ok"
         print(Envelope("pcap", status, to_data(summary, meta), errors).to_json(), file=out)

@@ -7,7 +7,7 @@ import os
 
 from badsum.capture import CaptureOpenError, open_capture, pathorder
 from badsum.checksum.detailed import DetailedJudge
-from badsum.cli.argtypes import label_and_path, port, positive
+from badsum.cli.argtypes import label_and_path, port, positive, unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result
 from badsum.cli.snapshot import read_snapshot
 from badsum.trace import nflog
@@ -23,13 +23,14 @@ examples:
   badsum trace c1:eth0=c1.pcapng host:c1-veth=v1.pcapng host:c2-veth=v2.pcapng c2:eth0=c2.pcapng
   badsum trace --snapshot snap.json c1:eth0=a.pcap host:c1-veth=b.pcap host:c2-veth=c.pcap
   badsum trace --order time --json a.pcapng b.pcapng c.pcapng
+  badsum trace --html path.html caps/ # the path as a row of hops, the first bad hop outlined
   badsum trace caps/                  # a `badsum capture -o caps` folder: its manifest gives the path order
   badsum trace caps/*.pcapng          # the same: the recorded order wins over the shell's name order
   badsum trace host:vethA=two-ifaces.pcapng#0 host:vethB=two-ifaces.pcapng#eth1   # one interface of a file
 
 exit codes: 0 no packet went bad, 1 a first bad hop was found, 2 usage error (also an empty
             LABEL or FILE in LABEL=FILE, an unknown #IFACE, --order recorded without a recorded order),
-            3 a capture or the snapshot could not be read
+            3 a capture or the snapshot could not be read, or --html could not be written
 """
 
 
@@ -50,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also decode this UDP port as VXLAN (4789 and 8472 always are); repeatable")
     p.add_argument("--json", action="store_true", help="print the JSON envelope {schema_version, command, status, data, errors}")
     p.add_argument("-v", "--verbose", action="store_true", help="also show the flows where nothing went bad")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write each flow's path as a row of hops with the checksum status at each and the first "
+                        "bad hop outlined: one self-contained HTML file")  # fmt: skip
     p.add_argument("--max-packets", metavar="N", type=positive, default=DEFAULT_MAX_PACKETS,
                    help=f"read at most N packets per point (default {DEFAULT_MAX_PACKETS:,}): tracing keeps every "
                         "decoded packet in memory; capture with a filter to trace one flow of a busy link")
@@ -223,6 +227,9 @@ def _reorder(points: list[Point], files: list[str], observations: list[Observati
 
 def run(args: argparse.Namespace) -> Result:
     args.notes = []
+    html = getattr(args, "html", None)
+    if html and (refused := unsafe_output("--html", html)):
+        return Result.failed("trace", Failure(*refused, ExitCode.USAGE), {"points": args.points})
     try:
         topo = Topology(read_snapshot(args.snapshot) if args.snapshot else None)
         points, files, observations = load(args)
@@ -253,7 +260,20 @@ def run(args: argparse.Namespace) -> Result:
     for path in args.truncated_points:
         data["notes"].append(f"{path}: only its first {args.max_packets:,} packets were traced (--max-packets)")  # type: ignore[union-attr]
     bad = data["summary"]["flows_bad"]  # type: ignore[index]
-    return Result("trace", ExitCode.FINDINGS if bad else ExitCode.OK, data, text=lambda: render_text(result, data, args.verbose))
+    code = ExitCode.FINDINGS if bad else ExitCode.OK
+    errors: list[dict[str, str]] = []
+    if html:
+        from badsum.report.html_io import write_page
+        from badsum.report.html_trace import trace_page
+
+        try:
+            write_page(html, trace_page(data))
+            data["html"] = html
+        except OSError as e:
+            errors.append({"code": "html.cannot_write", "message": f"cannot write {html}: {e.strerror or e}"})
+            code = ExitCode.UNREADABLE
+    return Result("trace", code, data, errors, text=lambda: render_text(result, data, args.verbose),
+                  text_stderr=[e["message"] for e in errors])  # fmt: skip
 
 
 def render_text(result: TraceResult, data: dict, verbose: bool) -> str:

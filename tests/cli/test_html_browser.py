@@ -1,0 +1,194 @@
+"""The `--html` pages in a real browser: headless Chromium (Debian `chromium`) opens a page made by
+a real run, dumps the DOM after its script ran, takes a screenshot (kept under the test's tmp dir,
+path printed), and its own logs say whether the page logged to the console or asked the network
+for anything. Chromium is a test dependency (.ci/run installs it): missing, these tests fail.
+
+Two independent checks that nothing is fetched: the page source references no other origin, and
+Chromium's NetLog holds no request the page started (the browser's own update and account pings
+carry initiator "not an origin" and are not the page's). Host names resolve to nothing meanwhile
+(`--host-resolver-rules`), so even a slip would not reach the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from support import need_root, need_tool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_html_cli import KB005, badsum, nat_captures
+
+EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.IGNORECASE)
+
+
+@dataclass
+class Opened:
+    dom: str
+    console: list[str]
+    """Console messages of the page (Chromium logs them as `CONSOLE` lines)."""
+    requests: list[str]
+    """URLs the page asked for over the network (not file:)."""
+    screenshot: Path
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    return exe
+
+
+def _flags(profile: Path) -> list[str]:
+    return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip
+
+
+def page_requests(netlog: Path) -> list[str]:
+    """Network requests a page started: URL_REQUEST_START_JOB events not started by the browser itself."""
+    d = json.loads(netlog.read_text())
+    start = d["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    out = []
+    for e in d["events"]:
+        p = e.get("params") or {}
+        if e["type"] == start and "url" in p and not p["url"].startswith("file:") and p.get("initiator") != "not an origin":
+            out.append(p["url"])
+    return out
+
+
+def open_page(page: Path, where: Path, name: str) -> Opened:
+    exe = chromium()
+    url = page.resolve().as_uri()
+    netlog = where / f"{name}.netlog.json"
+    r = subprocess.run([exe, *_flags(where / f"{name}-profile"), "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
+                        "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    shot = where / f"{name}.png"
+    s = subprocess.run([exe, *_flags(where / f"{name}-profile2"), f"--screenshot={shot}", "--window-size=1400,1000", url],
+                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert s.returncode == 0 and shot.stat().st_size > 5000, s.stderr[-2000:]
+    print(f"\nscreenshot of {page.name}: {shot}")
+    console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
+    return Opened(r.stdout, console, page_requests(netlog), shot)
+
+
+def assert_clean(page: Path, opened: Opened) -> None:
+    source = page.read_text()
+    assert not EXTERNAL.search(source), EXTERNAL.search(source)
+    assert opened.console == [], opened.console
+    assert opened.requests == [], opened.requests
+
+
+def test_the_checks_catch_an_error_and_a_request(tmp_path: Path) -> None:
+    # The detectors themselves: a page that throws and fetches is caught by both.
+    bad = tmp_path / "bad.html"
+    bad.write_text('<!DOCTYPE html><p>x</p><script>undefinedFn();</script><img src="http://example.invalid/x.png">')
+    opened = open_page(bad, tmp_path, "bad")
+    assert any("Uncaught ReferenceError" in line for line in opened.console)
+    assert opened.requests == ["http://example.invalid/x.png"] and EXTERNAL.search(bad.read_text())
+
+
+def test_trace_page_in_chromium_shows_the_first_bad_hop(tmp_path: Path) -> None:
+    page = tmp_path / "trace.html"
+    r = badsum("trace", "--html", page, *nat_captures(tmp_path))
+    assert r.returncode == 1, r.stderr
+    opened = open_page(page, tmp_path, "trace")
+    assert_clean(page, opened)
+    boxes = re.findall(r'<div class="(hop[^"]*)" data-point="([^"]*)"', opened.dom)
+    assert boxes == [("hop", "c1:eth0"), ("hop bad first-bad", "host:eth0"), ("hop bad", "host:eth1")]
+    assert "first bad hop" in opened.dom and "nat-stale" in opened.dom
+
+
+def test_follow_page_in_chromium(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "follow"))
+    from followkit import Kit, syn
+    from test_follow_pure import kb005
+
+    from badsum.report.html_follow import follow_page
+
+    k = Kit()
+    kb005(k, syn(pending=True))
+    page = tmp_path / "follow.html"
+    page.write_text(follow_page(k.data()))
+    opened = open_page(page, tmp_path, "follow")
+    assert_clean(page, opened)
+    assert re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', opened.dom) == ["host:c2-veth"]
+
+
+def test_pcap_page_of_the_63_second_recording_in_chromium(tmp_path: Path) -> None:
+    page = tmp_path / "pcap.html"
+    r = badsum("pcap", "--html", page, Path(__file__).resolve().parents[1] / "data" / "syn-ladder-63s.pcap")
+    assert r.returncode == 1, r.stderr
+    opened = open_page(page, tmp_path, "pcap")
+    assert_clean(page, opened)
+    sends = [float(t) for t in re.findall(r'<circle class="send" data-t="([\d.]+)"', opened.dom)]
+    assert len(sends) == 7 and 60 < sends[-1] < 66
+    assert re.search(r'<rect class="end" data-t="64\.\d+"', opened.dom)
+
+
+def doctor_dom_checks(opened: Opened, objects: list[dict]) -> None:
+    assert 'data-ready="1"' in opened.dom  # the page's script ran to its end
+    for o in objects:
+        key = f"{o['namespace']}:{o['name']}"
+        node = re.search(r'<g id="(n\d+)" class="node flagged">\s*<title>' + re.escape(key) + "</title>", opened.dom)
+        assert node, f"{key} is not a flagged node on the map"
+        finding = re.search(r'<div class="finding is-fail" id="finding-\d+" data-nodes="([^"]*)"', opened.dom)
+        assert finding and node[1] in finding[1].split()
+
+
+def test_doctor_page_from_a_snapshot_in_chromium(tmp_path: Path) -> None:
+    page = tmp_path / "doctor.html"
+    r = badsum("doctor", "--from", KB005, "--html", page, "--json")
+    assert r.returncode == 1, r.stderr
+    (finding,) = json.loads(r.stdout)["data"]["findings"]
+    opened = open_page(page, tmp_path, "doctor-fixture")
+    assert_clean(page, opened)
+    doctor_dom_checks(opened, finding["objects"])
+    assert "OVS bridge, datapath netdev" in opened.dom
+
+
+@pytest.mark.root
+def test_doctor_page_of_a_real_ovs_userspace_veth_lab_in_chromium(tmp_path: Path) -> None:
+    need_root()
+    need_tool("ovs-vswitchd")
+    chromium()
+    from badsum.lab.scenarios.ovs_userspace_veth import SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    page = tmp_path / "lab.html"
+    try:
+        result = SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        r = badsum("doctor", "--json", "--html", page, "--interval", "0.1",
+                   *(x for ns in ("host", "c1", "c2") for x in ("-n", f"{prefix}-{ns}")))  # fmt: skip
+    finally:
+        subprocess.run([*[sys.executable, "-m", "badsum"], "lab", "clean", "--prefix", prefix], capture_output=True,
+                       timeout=120, check=False)  # fmt: skip
+    assert result.reproduced, "the lab did not reproduce KB-005: nothing to draw"
+    doc = json.loads(r.stdout)
+    assert r.returncode in (1, 3) and doc["data"]["html"] == str(page), r.stderr
+    kb005 = [f for f in doc["data"]["findings"] if f["rule"] == "KB-005"]
+    assert kb005, [f["rule"] for f in doc["data"]["findings"]]
+    opened = open_page(page, tmp_path, "doctor-lab")
+    assert_clean(page, opened)
+    doctor_dom_checks(opened, kb005[0]["objects"])
+    assert f"{prefix}-c1" in opened.dom and "datapath netdev" in opened.dom
+    # follow --html's page from the lab's own eBPF recording of the same run (lab.follow).
+    from badsum.report.html_follow import follow_page
+
+    recorded = [d for d in result.follow.values() if "not_run" not in d and d["summary"]["flows_bad"]]
+    assert recorded, f"badsum follow saw no bad flow in the lab: {list(result.follow.values())[:1]}"
+    fpage = tmp_path / "follow.html"
+    fpage.write_text(follow_page(recorded[0]))
+    fopened = open_page(fpage, tmp_path, "follow-lab")
+    assert_clean(fpage, fopened)
+    first = re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', fopened.dom)
+    bad = [f["first_bad_hop"] for f in recorded[0]["flows"] if f["first_bad_hop"]]
+    assert first and set(first) <= {b["before"] for b in bad}
+    assert "unfinished" in fopened.dom
