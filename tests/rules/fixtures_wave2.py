@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rule_fixtures import (
+    Fixture,
+    expect,
+    obj,
     KUBE_AFTER,
     KUBE_BEFORE,
     NIC,
@@ -38,20 +41,6 @@ from badsum.host.model import (
     NatRules,
     Route,
 )
-
-Fixture = tuple[HostSnapshot, dict | None]
-
-
-def obj(ns: str, name: str) -> dict[str, str]:
-    return {"namespace": ns, "name": name}
-
-
-def expect(outcome: str, *objects: dict[str, str], fix: list[str] | None = None) -> dict:
-    out: dict = {"outcome": outcome, "objects": list(objects)}
-    if fix is not None:
-        out["fix"] = fix
-    return out
-
 
 def hw_csum_log(device: str, n: int = 3) -> KernelLog:
     """What /dev/kmsg gives after netdev_rx_csum_fault(): "<dev>: hw csum failure" (then a call trace)."""

@@ -15,6 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rule_fixtures import (
+    Fixture,
+    expect,
+    obj,
     KUBE_AFTER,
     KUBE_BEFORE,
     NIC,
@@ -38,20 +41,6 @@ from fixtures_wave2 import FIXTURES as WAVE2
 from badsum.host.model import HostSnapshot, KernelLog, KernelLogEvent, Link, Route, TcBpf
 
 HERE = Path(__file__).resolve().parent / "fixtures"
-Fixture = tuple[HostSnapshot, dict | None]
-
-
-def obj(ns: str, name: str) -> dict[str, str]:
-    return {"namespace": ns, "name": name}
-
-
-def expect(outcome: str, *objects: dict[str, str], fix: list[str] | None = None) -> dict:
-    out: dict = {"outcome": outcome, "objects": list(objects)}
-    if fix is not None:
-        out["fix"] = fix
-    return out
-
-
 #: What `tc -j filter show dev X egress` gives for the labs' emulation programs (tests/data/tc/).
 KB001_PROG = TcBpf("egress", "kb001_veth_xmit", 6475, "4d2de98c921725fb", "kb001_veth.bpf.o:[tc]", True, 49152)
 KB004_PROG = TcBpf("egress", "kb004_nat_csum", 6127, "0ba607106429b2e2", "kb004_nat.bpf.o:[tc]", True, 49152)

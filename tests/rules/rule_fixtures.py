@@ -32,6 +32,21 @@ TOOLS = {"ip": "6.1.0", "ethtool": "6.1", "iptables": "1.8.9 (nf_tables)", "nft"
 ZERO = {"TcpInCsumErrors": 0, "UdpInCsumErrors": 0, "Udp6InCsumErrors": 0, "IcmpInCsumErrors": 0, "IpExtInCsumErrors": 0}
 
 
+#: A fixture: the snapshot, and what the rule must find in it (None: nothing, for a quiet one).
+Fixture = tuple[HostSnapshot, dict | None]
+
+
+def obj(ns: str, name: str) -> dict[str, str]:
+    return {"namespace": ns, "name": name}
+
+
+def expect(outcome: str, *objects: dict[str, str], fix: list[str] | None = None) -> dict:
+    out: dict = {"outcome": outcome, "objects": list(objects)}
+    if fix is not None:
+        out["fix"] = fix
+    return out
+
+
 def kernel(release: str) -> KernelInfo:
     m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
     assert m, release

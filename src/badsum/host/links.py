@@ -34,7 +34,8 @@ def _bool(value: object) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
-def _json_list(text: str, tool: str) -> list[dict[str, object]]:
+def json_list(text: str, tool: str) -> list[dict[str, object]]:
+    """An iproute2 `-j` answer as its list of objects; ParseError (naming `tool`) when it is not one."""
     try:
         doc = json.loads(text) if text.strip() else []
     except ValueError as e:
@@ -59,7 +60,7 @@ def parse_links(text: str) -> tuple[list[Link], dict[int, RawPeer]]:
     """`ip -j -d addr show` -> links (without ethtool facts yet) and raw veth peer data by ifindex."""
     links: list[Link] = []
     peers: dict[int, RawPeer] = {}
-    entries = _json_list(text, "ip -j -d addr show")
+    entries = json_list(text, "ip -j -d addr show")
     index_by_name = {_str(e.get("ifname")): _int(e.get("ifindex")) for e in entries}
     for e in entries:
         ifindex, name = _int(e.get("ifindex")), _str(e.get("ifname"))
@@ -130,7 +131,7 @@ def parse_routes(text: str) -> list[Route]:
     routes elsewhere are kept with their type (Cilium's `local default dev lo table 2004` sends
     marked packets to its proxy). iproute2 prints `table` for every table but main."""
     out = []
-    for r in _json_list(text, "ip -j route show"):
+    for r in json_list(text, "ip -j route show"):
         dst = _str(r.get("dst"))
         kind = _str(r.get("type"))
         if dst is None or (r.get("table") == "local" and kind in ADDRESS_ROUTE_TYPES):
@@ -173,7 +174,7 @@ def parse_rules(text: str, family: int) -> list[PolicyRule]:
     target priority, `action` for the rest, `src` `all` for no source, and `not` (null) for an
     inverted one."""
     out = []
-    for r in _json_list(text, "ip -j rule show"):
+    for r in json_list(text, "ip -j rule show"):
         prio = _int(r.get("priority"))
         if prio is None:
             continue
@@ -194,7 +195,7 @@ def parse_rules(text: str, family: int) -> list[PolicyRule]:
 
 def parse_features(text: str) -> dict[str, Feature]:
     """`ethtool --json -k DEV` -> features by the names ethtool prints (kernel names kept verbatim)."""
-    doc = _json_list(text, "ethtool --json -k")
+    doc = json_list(text, "ethtool --json -k")
     if not doc:
         raise ParseError("ethtool --json -k: empty output")
     feats = {}
@@ -237,7 +238,7 @@ def parse_driver(text: str) -> str | None:
 def parse_list_id(text: str) -> dict[int, str]:
     """`ip -j netns list-id` -> {nsid: netns name} (names only for namespaces in /run/netns)."""
     out = {}
-    for e in _json_list(text, "ip -j netns list-id"):
+    for e in json_list(text, "ip -j netns list-id"):
         nsid, name = _int(e.get("nsid")), _str(e.get("name"))
         if nsid is not None and name is not None:
             out[nsid] = name

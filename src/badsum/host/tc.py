@@ -10,10 +10,10 @@ skipped, never raised.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 
 from badsum.host.commands import Output
+from badsum.host.links import ParseError, json_list
 from badsum.host.model import TcBpf
 
 Runner = Callable[[list[str]], Output]
@@ -24,18 +24,9 @@ HOOK_QDISCS = ("clsact", "ingress")
 DIRECTIONS = ("ingress", "egress")
 
 
-class ParseError(ValueError):
-    """tc's JSON is not what iproute2 prints."""
-
-
 def parse_hook_devices(text: str) -> list[str]:
     """`tc -j qdisc show` -> the devices with a clsact or ingress qdisc, in tc's order."""
-    try:
-        doc = json.loads(text or "[]")
-    except ValueError as e:
-        raise ParseError(f"tc qdisc JSON: {e}") from e
-    if not isinstance(doc, list):
-        raise ParseError("tc qdisc JSON is not a list")
+    doc = json_list(text, "tc -j qdisc show")
     out: list[str] = []
     for q in doc:
         if isinstance(q, dict) and q.get("kind") in HOOK_QDISCS and isinstance(q.get("dev"), str) and q["dev"] not in out:
@@ -46,12 +37,7 @@ def parse_hook_devices(text: str) -> list[str]:
 def parse_filters(text: str, direction: str) -> tuple[TcBpf, ...]:
     """`tc -j filter show dev X DIRECTION` -> its cls_bpf programs (filters without a program, and
     the per-priority header entries tc prints without options, are left out)."""
-    try:
-        doc = json.loads(text or "[]")
-    except ValueError as e:
-        raise ParseError(f"tc filter JSON: {e}") from e
-    if not isinstance(doc, list):
-        raise ParseError("tc filter JSON is not a list")
+    doc = json_list(text, f"tc -j filter show {direction}")
     out: list[TcBpf] = []
     for f in doc:
         if not isinstance(f, dict) or f.get("kind") != "bpf":
