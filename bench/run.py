@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT_DIR = os.path.join(HERE, "out")
@@ -368,6 +370,104 @@ def score_badsum(got: set, zero: int, truth_rows: list) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# badsum's modes and the issue-16 targets
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of running `badsum pcap`, a row of the table."""
+
+    key: str
+    name: str
+    argv: list[str]
+    input: str
+    score: str  # "counts" (the --json summary), "records" (--jsonl) or "" (text report: timed only)
+    skip: str = ""
+
+
+ALL_MODES = ("report", "json", "no-symptoms", "jsonl", "jobs", "gzip")
+
+
+def badsum_modes(args, badsum_input: str, pcap: str, prefix_path: str | None) -> list[Mode]:
+    """The rows for badsum, in table order, limited to --modes."""
+    want = set(ALL_MODES) if args.modes == "all" else {m.strip() for m in args.modes.split(",")}
+    unknown = want - set(ALL_MODES)
+    if unknown:
+        raise SystemExit(f"unknown --modes {sorted(unknown)}; choose from {', '.join(ALL_MODES)}")
+    gz, gz_skip = gzip_input(args, pcap, prefix_path)
+    j = str(args.jobs)
+    modes = [
+        Mode("report", "badsum (report)", ["pcap", badsum_input], badsum_input, ""),
+        Mode("json", "badsum --json", ["pcap", "--json", badsum_input], badsum_input, "counts"),
+        Mode("no-symptoms", "badsum --no-symptoms", ["pcap", "--json", "--no-symptoms", badsum_input], badsum_input,
+             "counts"),
+        Mode("jsonl", "badsum --jsonl", ["pcap", "--jsonl", badsum_input], badsum_input, "records"),
+        Mode("jobs", f"badsum --json --jobs {j}", ["pcap", "--json", "--jobs", j, badsum_input], badsum_input, "counts"),
+        Mode("gzip", "badsum --json, gzip input", ["pcap", "--json", gz or "-"], gz or badsum_input, "counts", gz_skip),
+    ]
+    return [m for m in modes if m.key in want]
+
+
+def gzip_input(args, pcap: str, prefix_path: str | None) -> tuple[str | None, str]:
+    """The gzip copy of the capture for the gzip row: --gzip, else PCAP.gz, else (with
+    --limit-packets) a gzip -1 of the prefix written here. Returns (path, reason it is missing)."""
+    if args.gzip:
+        return (args.gzip, "") if os.path.exists(args.gzip) else (None, f"no file {args.gzip}")
+    if prefix_path:
+        dest = prefix_path + ".gz"
+        with open(prefix_path, "rb") as src, gzip.open(dest, "wb", compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return dest, ""
+    if os.path.exists(pcap + ".gz"):
+        return pcap + ".gz", ""
+    return None, f"no {pcap}.gz; write it with: gzip -1 -k {pcap}"
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time; peak RSS is the highest of all runs, and every time is kept."""
+    ok = [r for r in runs if not r["failed"]] or runs
+    ordered = sorted(ok, key=lambda r: r["seconds"])
+    res = dict(ordered[len(ordered) // 2])
+    res["runs_seconds"] = [round(r["seconds"], 3) for r in runs]
+    res["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+    res["tree_rss_mb"] = max(r["tree_rss_mb"] for r in runs)
+    res["failed"] = any(r["failed"] for r in runs)
+    return res
+
+
+#: Issue 16's targets: (label, row key, test on the rows by key, what the test reads).
+TARGET_PPS_REPORT = 3_000_000
+TARGET_PPS_JSONL = 2_000_000
+TARGET_JOBS_SPEEDUP = 1.6
+TARGET_GZIP_MB_S = 500.0
+TARGET_RSS_MB = 150.0
+
+
+def check_targets(rows: list[dict], jobs: int) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each target whose rows ran."""
+    by = {r.get("mode"): r for r in rows if r.get("mode") and not r["failed"]}
+    out: list[tuple[str, str, bool]] = []
+    if "report" in by:
+        v = by["report"]["packets_per_s"]
+        out.append((f"report >= {TARGET_PPS_REPORT / 1e6:g} M packets/s", f"{v / 1e6:.2f} M", v >= TARGET_PPS_REPORT))
+    if "jsonl" in by:
+        v = by["jsonl"]["packets_per_s"]
+        out.append((f"--jsonl >= {TARGET_PPS_JSONL / 1e6:g} M packets/s", f"{v / 1e6:.2f} M", v >= TARGET_PPS_JSONL))
+    if "jobs" in by and "json" in by:
+        v = by["json"]["seconds"] / by["jobs"]["seconds"]
+        out.append((f"--jobs {jobs} >= {TARGET_JOBS_SPEEDUP}x one job (--json)", f"{v:.2f}x", v >= TARGET_JOBS_SPEEDUP))
+    if "gzip" in by:
+        v = by["gzip"]["mb_per_s"]
+        out.append((f"gzip input >= {TARGET_GZIP_MB_S:g} MB/s of capture data", f"{v:,.0f} MB/s", v >= TARGET_GZIP_MB_S))
+    rss = [(r["tree_rss_mb"], r["tool"]) for r in rows if r.get("mode")]
+    if rss:
+        worst, tool = max(rss)
+        out.append((f"peak RSS <= {TARGET_RSS_MB:g} MB in every mode (process tree)", f"{worst:.0f} MB ({tool})",
+                    worst <= TARGET_RSS_MB))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def find_badsum(override: str | None) -> list[str] | None:
@@ -436,7 +536,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("pcap", help="capture written by bench/gen.py")
     ap.add_argument("--truth", help="truth CSV (default PCAP.truth.csv)")
-    ap.add_argument("--jobs", type=int, help="passed through to badsum as --jobs N")
+    ap.add_argument("--jobs", type=int, default=2, help="jobs for the --jobs row (default 2)")
+    ap.add_argument("--modes", default="all",
+                    help=f"badsum rows to run, comma-separated from {','.join(ALL_MODES)} (default all)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per badsum row; the median is shown (default 3)")
+    ap.add_argument("--gzip", help="gzip copy of the capture for the gzip row (default PCAP.gz)")
     ap.add_argument("--limit-packets", type=int, metavar="N",
                     help="only the first N packets (tshark -c N, tcpdump -c N, badsum on a prefix copy)")
     ap.add_argument("--skip-badsum", action="store_true")
@@ -499,38 +603,32 @@ def main(argv=None) -> int:
                 pass
 
     if badsum is not None:
-        # The main job: `badsum pcap` with its summary (--json, so it can be scored by counts), with
-        # the flow analysis (the default) and with the checksums alone (--no-symptoms).
-        for name, extra in (("badsum", []), ("badsum --no-symptoms", ["--no-symptoms"])):
-            argv_s = badsum + ["pcap", "--json", *extra]
-            if args.jobs is not None:
-                argv_s += ["--jobs", str(args.jobs)]
-            argv_s.append(badsum_input)
-            out = os.path.join(args.workdir, "badsum.json")
-            warm(badsum_input)
-            print("running: " + shlex.join(argv_s), file=sys.stderr)
-            res = finish(run_tool(name, argv_s, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
-            counts = parse_badsum_summary(out)
-            scorers.append((res, lambda truth, counts=counts: score_counts(counts, truth)))
+        for mode in badsum_modes(args, badsum_input, pcap, prefix_path):
+            if mode.skip:
+                print(f"{mode.name}: skipped ({mode.skip})", file=sys.stderr)
+                continue
+            argv_s = badsum + mode.argv
+            out = os.path.join(args.workdir, "badsum.out")
+            runs = []
+            for _ in range(args.repeat):
+                warm(mode.input)
+                print("running: " + shlex.join(argv_s), file=sys.stderr)
+                # badsum exits 1 when it finds bad checksums, which this capture has.
+                runs.append(run_tool(mode.name, argv_s, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
+            res = finish(median_run(runs))
+            res["mode"] = mode.key
+            if mode.score == "counts":
+                counts = parse_badsum_summary(out)
+                scorers.append((res, lambda truth, counts=counts: score_counts(counts, truth)))
+            elif mode.score == "records":
+                got, zero, junk = parse_badsum_jsonl(out)
+                scorers.append((res, lambda truth, got=got, zero=zero: score_badsum(got, zero, truth)))
+                res["unparsable_lines"] = junk
+            if mode.input != badsum_input:
+                res["input_bytes"] = os.path.getsize(mode.input)
             res["version"] = tool_version(badsum + ["--version"])
             rows.append(res)
             cleanup(out)
-
-        argv_b = badsum + ["pcap", "--jsonl"]
-        if args.jobs is not None:
-            argv_b += ["--jobs", str(args.jobs)]
-        argv_b.append(badsum_input)
-        out = os.path.join(args.workdir, "badsum.jsonl")
-        warm(badsum_input)
-        print("running: " + shlex.join(argv_b), file=sys.stderr)
-        # badsum exits 1 when it finds bad checksums, which this capture has.
-        res = finish(run_tool("badsum --jsonl", argv_b, out, os.path.join(args.workdir, "badsum.stderr"), ok_codes=(0, 1)))
-        got, zero, junk = parse_badsum_jsonl(out)
-        scorers.append((res, lambda truth, got=got, zero=zero: score_badsum(got, zero, truth)))
-        res["unparsable_lines"] = junk
-        res["version"] = tool_version(badsum + ["--version"])
-        rows.append(res)
-        cleanup(out)
 
     if not args.skip_tshark:
         if shutil.which("tshark") is None:
@@ -571,19 +669,25 @@ def main(argv=None) -> int:
             rows.append(res)
             cleanup(out)
 
-    if prefix_path and os.path.exists(prefix_path):
-        os.unlink(prefix_path)
+    for p in (prefix_path, prefix_path and prefix_path + ".gz"):
+        if p and os.path.exists(p):
+            os.unlink(p)
 
     truth_rows = load_truth(truth_path, limit)
     print(f"truth: {len(truth_rows):,} non-ok checksums", file=sys.stderr)
     for res, score in scorers:
         res.update(score(truth_rows))
 
-    base = next((r for r in rows if r["tool"] == "badsum" and not r["failed"]), None)
+    base = next((r for key in ("report", "json") for r in rows if r.get("mode") == key and not r["failed"]), None)
     for r in rows:
         r["ratio_vs_badsum"] = r["seconds"] / base["seconds"] if base else None
 
     print(fmt_table(rows))
+    targets = check_targets(rows, args.jobs)
+    if targets:
+        print("\ntargets (issue 16):")
+        for label, got, met in targets:
+            print(f"  {'met ' if met else 'MISS'}  {label}: {got}")
     for r in rows:
         if r["failed"]:
             print(f"\n{r['tool']} exited with {r['returncode']}:\n{r.get('stderr_tail', '')}", file=sys.stderr)
@@ -610,6 +714,8 @@ def main(argv=None) -> int:
                  "kernel": platform.release()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "results": rows,
+        "targets": [{"target": t, "measured": g, "met": m} for t, g, m in targets],
+        "repeat": args.repeat,
     }
     with open(args.results, "w") as f:
         json.dump(result, f, indent=2, default=list)
