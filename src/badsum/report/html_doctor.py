@@ -16,7 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from badsum.host.model import HOST_NS, HostSnapshot, Link, Namespace
-from badsum.report.host_view import COLLAPSE_OVER, collapse, flagged_refs, in_view, ovs_port_bridges, problems, underlay
+from badsum.report.host_view import (
+    COLLAPSE_OVER,
+    collapse,
+    flagged_refs,
+    in_view,
+    ovs_port_bridges,
+    problems,
+    underlay,
+)
 from badsum.report.html_page import esc, json_island, page
 from badsum.rules.model import Finding, Outcome
 
