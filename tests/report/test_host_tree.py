@@ -142,3 +142,52 @@ def test_doctor_v_prints_the_tree_after_the_findings_and_json_is_unchanged() -> 
     assert "host map" not in doctor("--from", KB005).stdout
     plain, verbose = doctor("--from", KB005, "--json"), doctor("--from", KB005, "--json", "-v")
     assert plain.stdout == verbose.stdout and "host map" not in plain.stdout
+
+
+def ip_links(netns: str) -> dict[str, dict]:
+    """The oracle: `ip -j -d link` in the namespace, by interface name (lo left out)."""
+    import json
+
+    r = subprocess.run(["ip", "-n", netns, "-j", "-d", "link", "show"], capture_output=True, text=True, timeout=30, check=True)
+    return {d["ifname"]: d for d in json.loads(r.stdout) if d["ifname"] != "lo"}
+
+
+@pytest.mark.root
+def test_tree_of_a_real_ovs_userspace_veth_lab_agrees_with_ip_link(tmp_path: Path) -> None:
+    import json
+    import secrets
+
+    from support import need_root, need_tool
+
+    need_root()
+    need_tool("ovs-vswitchd")
+    from badsum.lab.scenarios.ovs_userspace_veth import SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    names = [f"{prefix}-{ns}" for ns in ("host", "c1", "c2")]
+    snap = tmp_path / "snap.json"
+    try:
+        result = SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        r = doctor("-v", "--interval", "0.1", "--save", snap, *(x for n in names for x in ("-n", n)))
+        oracle = {n: ip_links(n) for n in names}
+    finally:
+        subprocess.run([sys.executable, "-m", "badsum", "lab", "clean", "--prefix", prefix], capture_output=True,
+                       timeout=120, check=False)  # fmt: skip
+    assert result.reproduced, "the lab did not reproduce KB-005"
+    assert r.returncode in (1, 3), r.stderr
+    lines = r.stdout[r.stdout.index("host map: "):].splitlines()
+    print("\n" + "\n".join(lines))
+    tree = parse(lines)
+    for n in names:
+        got = {name: (d["kind"], d["mtu"]) for name, d in tree[n].items() if name}
+        want = {name: (d["linkinfo"]["info_kind"], d["mtu"]) for name, d in oracle[n].items()}
+        assert got == want, n
+    for name in ("c1-veth", "c2-veth"):  # OVSDB's ports of the netdev bridge, nested under it
+        assert tree[names[0]][name]["depth"] == 2 and f"-> {prefix}-c" in tree[names[0]][name]["line"]
+    assert "br0 tun mtu 1500, OVS bridge datapath netdev [" in tree[names[0]]["br0"]["line"]
+    # The flagged objects, as doctor --json names them from the same snapshot, carry the mark.
+    doc = json.loads(doctor("--from", snap, "--json", *(x for n in names for x in ("-n", n))).stdout)
+    kb005 = [o for f in doc["data"]["findings"] if f["rule"] == "KB-005" for o in f["objects"]]
+    assert kb005
+    for o in kb005:
+        assert "!! KB-005" in tree[o["namespace"]][o["name"]]["line"], o

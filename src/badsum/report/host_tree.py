@@ -51,8 +51,8 @@ def offloads(link: Link) -> str:
     return ", ".join(parts)
 
 
-def link_text(ns: Namespace, link: Link) -> str:
-    """One interface: `name kind mtu N`, then what else matters about it."""
+def link_text(ns: Namespace, link: Link, role: str = "") -> str:
+    """One interface: `name kind mtu N`, then what else matters about it (`role`: what else it is)."""
     words = [f"{link.name} {link.kind} mtu {link.mtu}"]
     if link.state.upper() not in ("UP", "UNKNOWN"):
         words.append(link.state.lower())
@@ -66,7 +66,7 @@ def link_text(ns: Namespace, link: Link) -> str:
     if link.vxlan or link.geneve:
         under = underlay(ns, link)
         words.append(f"via {under[0]}" + ("" if under[1] == "underlay" else " (route)") if under else "no underlay known")
-    text = " ".join(words)
+    text = " ".join(words) + role
     if off := offloads(link):
         text += f" [{off}]"
     return text
@@ -137,7 +137,7 @@ def _namespace(snap: HostSnapshot, ns: Namespace, folded: Collapse, port_bridge:
 
     def _head(lk: Link) -> str:
         dp = next((b.datapath_type for b in ovs_bridges if b.name == lk.name), None)
-        return link_text(ns, lk) + (f", OVS bridge datapath {dp}" if dp else "")
+        return link_text(ns, lk, f", OVS bridge datapath {dp}" if dp else "")
 
     for lk in links:
         if lk.name not in nested and (ns.id, lk.name) not in folded.hidden:
