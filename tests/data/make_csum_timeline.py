@@ -16,8 +16,8 @@ binning that rounds the wrong way would show.
 from __future__ import annotations
 
 import random
-from decimal import Decimal
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 from scapy.layers.inet import IP, TCP, UDP
