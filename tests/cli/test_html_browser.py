@@ -17,6 +17,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,3 +193,110 @@ def test_doctor_page_of_a_real_ovs_userspace_veth_lab_in_chromium(tmp_path: Path
     bad = [f["first_bad_hop"] for f in recorded[0]["flows"] if f["first_bad_hop"]]
     assert first and set(first) <= {b["before"] for b in bad}
     assert "unfinished" in fopened.dom
+
+
+def lab_clean(prefix: str) -> None:
+    subprocess.run([sys.executable, "-m", "badsum", "lab", "clean", "--prefix", prefix], capture_output=True, timeout=120,
+                   check=False)  # fmt: skip
+
+
+def flagged_nodes(dom: str) -> dict[str, str]:
+    """`ns:name` -> SVG id of every node drawn as flagged."""
+    return {key: nid for nid, key in re.findall(r'<g id="(n\d+)" class="node flagged">\s*<title>([^<]*)</title>', dom)}
+
+
+@pytest.mark.root
+def test_vxlan_mtu_df_lab_pages_in_chromium(tmp_path: Path) -> None:
+    """KB-003 for real: doctor's map outlines the tunnel and its underlay with their MTUs, and the
+    pcap page of the bridge's capture shows the frag-needed MTUs tcpdump read, and its partial sums
+    over time."""
+    need_root()
+    chromium()
+    from badsum.lab.scenarios.vxlan_mtu_df import SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    page = tmp_path / "doctor.html"
+    try:
+        result = SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        r = badsum("doctor", "--json", "--html", page, "--interval", "0.1",
+                   *(x for ns in ("h1", "h2", "c1", "c2") for x in ("-n", f"{prefix}-{ns}")))  # fmt: skip
+        mtus = {ns: {d["ifname"]: d["mtu"] for d in json.loads(subprocess.run(
+            ["ip", "-n", f"{prefix}-{ns}", "-j", "link", "show"], capture_output=True, text=True, timeout=30, check=True).stdout)}
+            for ns in ("h1", "h2")}  # fmt: skip
+    finally:
+        lab_clean(prefix)
+    assert result.reproduced, result.verdict
+    doc = json.loads(r.stdout)
+    assert r.returncode in (1, 3) and doc["data"]["html"] == str(page), r.stderr
+    kb003 = [f for f in doc["data"]["findings"] if f["rule"] == "KB-003"]
+    assert {o["namespace"] for f in kb003 for o in f["objects"]} == {f"{prefix}-h1", f"{prefix}-h2"}
+    opened = open_page(page, tmp_path, "doctor-vxlan")
+    assert_clean(page, opened)
+    assert 'data-ready="1"' in opened.dom
+    flagged = flagged_nodes(opened.dom)
+    finding_nodes = [set(ids.split()) for ids in re.findall(r'<div class="finding is-fail" id="finding-\d+" data-nodes="([^"]*)"', opened.dom)]
+    for f in kb003:
+        keys = {f"{o['namespace']}:{o['name']}" for o in f["objects"]}
+        assert keys <= set(flagged), (keys, flagged)
+        assert {flagged[k] for k in keys} in finding_nodes
+    # The mismatch itself, as drawn: each tunnel's MTU and its underlay's, read back against ip -j link.
+    svg_text = re.sub(r"<[^>]+>", " ", opened.dom)
+    for ns in ("h1", "h2"):
+        assert re.search(rf"{prefix}-{ns}:vxlan0\s+vxlan0\s+vxlan mtu {mtus[ns]['vxlan0']}\s+vni 42 port 4789", svg_text)
+        assert re.search(rf"{prefix}-{ns}:eth0\s+eth0\s+veth mtu {mtus[ns]['eth0']}\b", svg_text)
+        assert mtus[ns]["vxlan0"] + 50 > mtus[ns]["eth0"]
+    # pcap --html of the first phase's bridge capture: the PMTU events with the MTUs tcpdump read.
+    label = next(k.split()[0] for k in result.captures if k.endswith(" h1:br0"))
+    capture = Path(result.captures[f"{label} h1:br0"])
+    ppage = tmp_path / "pcap.html"
+    p = badsum("pcap", "--html", ppage, capture)
+    assert p.returncode in (0, 1) and ppage.exists(), p.stderr
+    popened = open_page(ppage, tmp_path, "pcap-vxlan")
+    assert_clean(ppage, popened)
+    tcpdump_mtus = {m for v in result.traffic[label]["frag_needed_tcpdump"].values() for m in v}
+    (n_pmtu,) = re.findall(r"<h2>PMTU events \((\d+)\)</h2>", popened.dom)
+    shown = {int(m) for m in re.findall(r"ICMP frag-needed from [\d.]+: MTU (\d+) for", popened.dom)}
+    assert int(n_pmtu) >= 1 and tcpdump_mtus and shown == tcpdump_mtus, (shown, tcpdump_mtus)
+    assert '<svg class="timeline"' in popened.dom and re.search(r'<rect class="partial" data-bin="\d+" data-n="\d+"', popened.dom)
+
+
+@pytest.mark.root
+def test_live_follow_html_page_in_chromium(tmp_path: Path) -> None:
+    """`badsum follow --html` itself, live on the ovs-userspace-veth lab: a TCP connect across the
+    netdev bridge, the page opened, its first bad hop the one follow's JSON names."""
+    need_root()
+    need_tool("ovs-vswitchd")
+    chromium()
+    from badsum.lab.scenarios.ovs_userspace_veth import C2, SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    page = tmp_path / "follow.html"
+    agent = [sys.executable, "-m", "badsum.lab.agent"]
+    server = None
+    try:
+        SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        server = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-c2", *agent, "tcp-server", "--bind", C2, "--port", "9100",
+                                   "--timeout", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for _ in range(100):
+            ss = subprocess.run(["ip", "netns", "exec", f"{prefix}-c2", "ss", "-Hltn"], capture_output=True, text=True, timeout=10,
+                                check=False)
+            if ":9100 " in ss.stdout:
+                break
+            time.sleep(0.1)
+        r = badsum("follow", "--json", "--html", page, "-f", f"host {C2} and tcp port 9100", "--",
+                   "ip", "netns", "exec", f"{prefix}-c1", *agent, "tcp-client", "--connect", C2, "--port", "9100",
+                   "--bytes", "20000", "--timeout", "3")  # fmt: skip
+    finally:
+        if server is not None:
+            server.kill()  # ours, by its pid
+            server.wait(timeout=10)
+        lab_clean(prefix)
+    assert r.returncode == 1, r.stderr[-2000:]
+    data = json.loads(r.stdout)["data"]
+    assert data["html"] == str(page) and data["summary"]["flows_bad"] >= 1
+    opened = open_page(page, tmp_path, "follow-live")
+    assert_clean(page, opened)
+    first = re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', opened.dom)
+    named = {f["first_bad_hop"]["before"] for f in data["flows"] if f["first_bad_hop"]}
+    assert first and set(first) <= named, (first, named)
+    assert all(p.startswith(f"{prefix}-host:") for p in first) and "KB-005" in opened.dom
