@@ -12,11 +12,13 @@ carry initiator "not an origin" and are not the page's). Host names resolve to n
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,23 @@ def chromium() -> str:
 
 def _flags(profile: Path) -> list[str]:
     return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip
+            "--disable-sync", "--no-first-run", "--disable-breakpad", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+            f"--crash-dumps-dir={profile / 'crashes'}", "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip
+
+
+def _private(where: Path, name: str) -> tuple[Path, dict[str, str]]:
+    """A fresh directory for one Chromium run, and an environment whose HOME and XDG dirs are in it.
+
+    Runs at once (pytest -n, two suites, a lab test beside the pure ones) must share nothing: not the
+    profile (its SingletonLock makes a second browser hand its URL to the first and exit), nor
+    ~/.pki/nssdb, ~/.config/chromium or the crash database, which Chromium keeps under HOME whatever
+    the profile. No port is opened (--dump-dom, --screenshot), so none can collide."""
+    run = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=where))
+    env = {**os.environ, "HOME": str(run / "home"), "XDG_CONFIG_HOME": str(run / "config"),
+           "XDG_CACHE_HOME": str(run / "cache"), "XDG_RUNTIME_DIR": str(run / "runtime")}  # fmt: skip
+    for key in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+        Path(env[key]).mkdir(mode=0o700)
+    return run / "profile", env
 
 
 def page_requests(netlog: Path) -> list[str]:
@@ -68,12 +86,15 @@ def open_page(page: Path, where: Path, name: str) -> Opened:
     exe = chromium()
     url = page.resolve().as_uri()
     netlog = where / f"{name}.netlog.json"
-    r = subprocess.run([exe, *_flags(where / f"{name}-profile"), "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
-                        "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    profile, env = _private(where, name)
+    r = subprocess.run([exe, *_flags(profile), "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
+                        "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "</html>" in r.stdout, f"no whole DOM from {page.name}: {r.stderr[-2000:]}"
     shot = where / f"{name}.png"
-    s = subprocess.run([exe, *_flags(where / f"{name}-profile2"), f"--screenshot={shot}", "--window-size=1400,1000", url],
-                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    profile, env = _private(where, f"{name}-shot")
+    s = subprocess.run([exe, *_flags(profile), f"--screenshot={shot}", "--window-size=1400,1000", url],
+                       capture_output=True, text=True, timeout=180, check=False, env=env)  # fmt: skip
     assert s.returncode == 0 and shot.stat().st_size > 5000, s.stderr[-2000:]
     print(f"\nscreenshot of {page.name}: {shot}")
     console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
