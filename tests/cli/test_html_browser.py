@@ -279,6 +279,11 @@ def test_vxlan_mtu_df_lab_pages_in_chromium(tmp_path: Path) -> None:
     shown = {int(m) for m in re.findall(r"ICMP frag-needed from [\d.]+: MTU (\d+) for", popened.dom)}
     assert int(n_pmtu) >= 1 and tcpdump_mtus and shown == tcpdump_mtus, (shown, tcpdump_mtus)
     assert '<svg class="timeline"' in popened.dom and re.search(r'<rect class="partial" data-bin="\d+" data-n="\d+"', popened.dom)
+    # One dashed mark per frag-needed in the capture, counted by tcpdump (to the heartbeat's host and to c1).
+    from badsum.lab.scenarios.vxlan_mtu_df import C1, H1, tcpdump_frag_needed
+
+    marks = re.findall(r'<line class="pmtu" data-t="([\d.]+)"', popened.dom)
+    assert len(marks) == len(tcpdump_frag_needed(capture, H1)) + len(tcpdump_frag_needed(capture, C1)) > 0
 
 
 @pytest.mark.root

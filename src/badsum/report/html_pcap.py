@@ -63,8 +63,22 @@ def _nice_step(span: float, ticks: int = 8) -> float:
     return next(m * e for m in (1, 2, 5, 10) if m * e >= raw)
 
 
-def timeline_svg(series: dict) -> str:
-    """Stacked bars per time bin: bad (red) under partial (orange); each bar's counts in its title."""
+#: PMTU marks drawn on the time chart at most (the list under it has them all).
+MAX_MARKS = 200
+
+
+def pmtu_marks(symptoms: list[dict], t0_s: float | None) -> list[tuple[float, str]]:
+    """(seconds after the first packet, what) for each ICMP frag-needed / packet-too-big a PMTU symptom quotes."""
+    if t0_s is None:
+        return []
+    marks = [(e["time"] - t0_s, e["text"]) for s in symptoms if "pmtu" in str(s.get("kind"))
+             for e in s.get("evidence") or () if e.get("time") is not None]  # fmt: skip
+    return sorted(marks)[:MAX_MARKS]
+
+
+def timeline_svg(series: dict, marks: list[tuple[float, str]] = ()) -> str:
+    """Stacked bars per time bin: bad (red) under partial (orange), each bar's counts in its title;
+    `marks` (PMTU events) as dashed purple lines at their time."""
     n, w = series["bins"], series["bin_s"]
     bad, partial = series["bad"], series["partial"]
     top = max((b + p for b, p in zip(bad, partial)), default=0) or 1
@@ -96,24 +110,30 @@ def timeline_svg(series: dict) -> str:
                 y -= h
                 parts.append(f'<rect class="{cls}" data-bin="{i}" data-n="{count}" x="{x:.2f}" y="{y:.2f}" '
                              f'width="{max(bar_w - 0.5, 1):.2f}" height="{h:.2f}" fill="{color}"><title>{esc(title)}</title></rect>')  # fmt: skip
+    for t_rel, what in marks:
+        x = LEFT + plot_w * min(max(t_rel, 0.0), span) / span
+        parts.append(f'<line class="pmtu" data-t="{t_rel:.6f}" x1="{x:.1f}" y1="{CHART_TOP}" x2="{x:.1f}" y2="{CHART_BOTTOM}" '
+                     f'stroke="#7a4fb0" stroke-width="1.5" stroke-dasharray="4,2"><title>{esc(f"+{t_rel:.3f} s: {what}")}</title></line>')  # fmt: skip
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _timeline_html(series: dict | None) -> str:
+def _timeline_html(series: dict | None, symptoms: list[dict]) -> str:
     if series is None:
         return ""
     head = "<h2>Bad and partial checksums over time</h2>"
     if not series["bins"]:
         return head + '<p class="muted">no packets</p>'
     total_bad, total_partial = sum(series["bad"]), sum(series["partial"])
-    if not total_bad and not total_partial:
-        return head + f'<p class="ok">none over the capture\'s {series["span_s"]:g} s</p>' + json_island("csum-timeline", series)
+    marks = pmtu_marks(symptoms, series["t0_s"])
+    pmtu = f" Dashed purple: the {len(marks)} ICMP frag-needed of the PMTU events below." if marks else ""
+    if not total_bad and not total_partial and not marks:
+        return head + f'<p class="ok">none over the capture\'s {series["span_s"]:.4g} s</p>' + json_island("csum-timeline", series)
     layers = ", ".join(f"{esc(name)} {sum(v['bad'])} bad, {sum(v['partial'])} partial" for name, v in series["layers"].items())
     return (head + f'<p class="muted">Checksums judged bad (red) or partial (orange: the pseudo-header sum alone, '
-            f"offload pending) per {series['bin_s']:g} s after the first packet, over {series['span_s']:g} s; "
-            f"{total_bad} bad, {total_partial} partial ({layers}). Hover a bar for its counts.</p>"
-            + timeline_svg(series) + json_island("csum-timeline", series))  # fmt: skip
+            f"offload pending) per {series['bin_s']:g} s after the first packet, over {series['span_s']:.4g} s; "
+            f"{total_bad} bad, {total_partial} partial" + (f" ({layers})" if layers else "")
+            + f". Hover a bar for its counts.{pmtu}</p>" + timeline_svg(series, marks) + json_island("csum-timeline", series))  # fmt: skip
 
 
 def _flow(f: dict | None) -> str:
@@ -142,7 +162,7 @@ def pcap_page(data: dict, timeline: dict | None = None) -> str:
                    for c in data.get("checksums") or [])  # fmt: skip
     body = head + ["<h2>Checksums per layer</h2>",
                    f"<table><tr><th>layer</th><th>depth</th><th>status</th><th>count</th></tr>{rows}</table>",
-                   _timeline_html(timeline)]  # fmt: skip
+                   _timeline_html(timeline, data.get("symptoms") or [])]  # fmt: skip
     symptoms = data.get("symptoms") or []
     ladders = [s for s in symptoms if s.get("kind") == "syn-retries"]
     body.append(f"<h2>SYN retry ladders ({len(ladders)})</h2>")
