@@ -153,6 +153,9 @@ def test_pcap_page_of_the_63_second_recording_in_chromium(tmp_path: Path) -> Non
     sends = [float(t) for t in re.findall(r'<circle class="send" data-t="([\d.]+)"', opened.dom)]
     assert len(sends) == 7 and 60 < sends[-1] < 66
     assert re.search(r'<rect class="end" data-t="64\.\d+"', opened.dom)
+    # The 16 partial TCP sums over time: one bar at each send (1 s bins), the connect's packets at 64 s.
+    bars = {int(i): int(n) for i, n in re.findall(r'<rect class="partial" data-bin="(\d+)" data-n="(\d+)"', opened.dom)}
+    assert sum(bars.values()) == 16 and {0, 1, 3, 7, 15, 31} <= set(bars)
 
 
 def doctor_dom_checks(opened: Opened, objects: list[dict]) -> None:
