@@ -98,6 +98,15 @@ def test_a_linux_bridge_holds_its_ports_and_a_tunnel_names_its_underlay() -> Non
     assert "!!" not in "".join(v["line"] for v in tree.values())
 
 
+def test_masters_in_a_loop_still_list_each_link_once() -> None:
+    snap = HostSnapshot.from_json(KB005.read_text())
+    host = snap.ns(HOST_NS)
+    a, b = Link(20, "bra", "bridge", 1500, "UP", master="brb"), Link(21, "brb", "bridge", 1500, "UP", master="bra")
+    snap = replace(snap, namespaces=(replace(host, links=(*host.links, a, b)), *snap.namespaces[1:]))
+    tree = parse(host_tree(snap, []))["host"]
+    assert {"bra", "brb"} <= set(tree)
+
+
 def test_500_namespaces_collapse_as_the_html_map_does() -> None:
     snap, findings = bench().synthetic_host(500)
     lines = host_tree(snap, findings)

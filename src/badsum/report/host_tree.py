@@ -123,14 +123,17 @@ def _namespace(snap: HostSnapshot, ns: Namespace, folded: Collapse, port_bridge:
     def mark(name: str) -> str:
         return _marks(named.get((ns.id, name), []))
 
+    printed: set[str] = set()
+
     def emit(name: str, head: str, depth: int) -> None:
+        printed.add(name)
         out.append(depth * INDENT + head + mark(name))
         ovs = next((b for b in ovs_bridges if b.name == name), None)
         for p in ovs.ports if ovs else ():
             if (p.name == name or p.name not in by_name) and (ns.id, p.name) not in folded.hidden:
                 out.append((depth + 1) * INDENT + f"port {p.name} ({p.type})" + mark(p.name))
         for port in ports.get(name, []):
-            if (ns.id, port.name) not in folded.hidden:
+            if (ns.id, port.name) not in folded.hidden and port.name not in printed:
                 emit(port.name, "port " + _head(port), depth + 1)
         if ns.id == HOST_NS and (members := folded.groups.get(name)):
             out.append((depth + 1) * INDENT + _group_text(members))
@@ -145,6 +148,9 @@ def _namespace(snap: HostSnapshot, ns: Namespace, folded: Collapse, port_bridge:
     for b in ovs_bridges:
         if b.name not in by_name:  # a netdev bridge whose tap the kernel does not list here
             emit(b.name, f"{b.name} OVS bridge datapath {b.datapath_type}", 1)
+    for lk in links:  # masters in a loop (a snapshot file can say anything): each still once
+        if lk.name not in printed and (ns.id, lk.name) not in folded.hidden:
+            emit(lk.name, _head(lk), 1)
     if ns.id == HOST_NS:
         for via, members in folded.groups.items():
             if via not in by_name and via not in ovs_names:
