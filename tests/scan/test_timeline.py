@@ -126,3 +126,15 @@ def test_the_burst_and_the_quiet_show_where_they_were(tmp_path: Path) -> None:
     partial_at = [i * w for i, n in enumerate(series["partial"]) if n]
     assert partial_at and 10 <= min(partial_at) and max(partial_at) < 12
     assert not any(series["bad"][int(25 / w) : int(40 / w)])  # nothing went wrong after 25 s
+
+
+@pytest.mark.parametrize("capture", [CAPTURE, LADDER], ids=lambda p: p.name)
+def test_fast_and_reference_paths_bin_alike(capture: Path) -> None:
+    from badsum.analyze import ScanConfig, Scanner
+    from badsum.capture import open_capture
+
+    out = []
+    for fast in (True, False):
+        with open_capture(capture) as reader:
+            out.append(Scanner(ScanConfig(fast=fast, timeline=True)).run(reader).timeline.series())
+    assert out[0] == out[1] and sum(out[0]["bad"]) + sum(out[0]["partial"]) > 0
