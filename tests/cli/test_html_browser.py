@@ -52,7 +52,10 @@ def chromium() -> str:
 def _flags(profile: Path) -> list[str]:
     return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--disable-breakpad", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-            f"--crash-dumps-dir={profile / 'crashes'}", "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip
+            f"--crash-dumps-dir={profile / 'crashes'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+            # The DOM and the screenshot wait until the page is idle (5 s of virtual time, fast-forwarded),
+            # not for the first frame: on a loaded machine that frame could still be blank.
+            "--virtual-time-budget=5000"]  # fmt: skip
 
 
 def _private(where: Path, name: str) -> tuple[Path, dict[str, str]]:
