@@ -302,21 +302,23 @@ def test_live_follow_html_page_in_chromium(tmp_path: Path) -> None:
     from badsum.lab.scenarios.ovs_userspace_veth import C2, SCENARIO
 
     prefix = "bs" + secrets.token_hex(3)
+    # eBPF sees every namespace: a lab of another run at once has the same addresses, not this port.
+    port = str(20000 + secrets.randbelow(20000))
     page = tmp_path / "follow.html"
     agent = [sys.executable, "-m", "badsum.lab.agent"]
     server = None
     try:
         SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
-        server = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-c2", *agent, "tcp-server", "--bind", C2, "--port", "9100",
+        server = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-c2", *agent, "tcp-server", "--bind", C2, "--port", port,
                                    "--timeout", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         for _ in range(100):
             ss = subprocess.run(["ip", "netns", "exec", f"{prefix}-c2", "ss", "-Hltn"], capture_output=True, text=True, timeout=10,
                                 check=False)
-            if ":9100 " in ss.stdout:
+            if f":{port} " in ss.stdout:
                 break
             time.sleep(0.1)
-        r = badsum("follow", "--json", "--html", page, "-f", f"host {C2} and tcp port 9100", "--",
-                   "ip", "netns", "exec", f"{prefix}-c1", *agent, "tcp-client", "--connect", C2, "--port", "9100",
+        r = badsum("follow", "--json", "--html", page, "-f", f"host {C2} and tcp port {port}", "--",
+                   "ip", "netns", "exec", f"{prefix}-c1", *agent, "tcp-client", "--connect", C2, "--port", port,
                    "--bytes", "20000", "--timeout", "3")  # fmt: skip
     finally:
         if server is not None:
