@@ -25,7 +25,8 @@ def corpus_files() -> list[Path]:
 
 
 def own_captures() -> list[Path]:
-    """Captures shipped with the repo (made by the real kernel in tests/data)."""
+    """Captures shipped with the repo in tests/data: made by the real kernel, or built by a seeded script
+    there (csum-timeline.pcap, make_csum_timeline.py)."""
     return sorted(p for p in (REPO / "tests" / "data").iterdir() if p.suffix in (".pcap", ".pcapng"))
 
 

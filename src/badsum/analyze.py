@@ -42,6 +42,7 @@ from badsum.scan.batch import Batch
 from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
 from badsum.scan.flowtable import FlowTable
 from badsum.scan.rows import merge_sorted, verdicts_to_rows
+from badsum.scan.timeline import Timeline
 from badsum.wire.ports import PortTable
 
 #: Examples of decode issues kept for the report (the counts are complete).
@@ -68,6 +69,8 @@ class ScanConfig:
     """False: every packet through the detailed decoder (the reference path)."""
     symptoms: bool = True
     """Run the flow analysis (SYN ladders, PMTU, icmp-only ...) beside the checksums."""
+    timeline: bool = False
+    """Count bad and partial checksums over the capture's time (`pcap --html`'s chart)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +94,8 @@ class ScanSummary:
     """What the flow analysis concluded (empty when it did not run)."""
     flow_stats: dict[str, int] = field(default_factory=dict)
     """The flow analysis' own bookkeeping (flows tracked, evicted ...)."""
+    timeline: Timeline | None = None
+    """Bad and partial checksums over time (None unless ScanConfig.timeline)."""
 
     def status_total(self, status: Status) -> int:
         return int(self.counts[:, :, int(status)].sum())
@@ -105,7 +110,7 @@ class Scanner:
         self.ports = PortTable.with_vxlan_ports(config.vxlan_ports)
         self.fast = FastScanner(port_table(extra_vxlan=config.vxlan_ports)) if config.fast else None
         self.judge = DetailedJudge(self.ports)
-        self.summary = ScanSummary()
+        self.summary = ScanSummary(timeline=Timeline() if config.timeline else None)
         self.facts = FactExtractor(config.vxlan_ports, fast=config.fast) if config.symptoms else None
         self.analyzer = FlowAnalyzer() if config.symptoms else None
 
@@ -163,6 +168,8 @@ class Scanner:
         rows = merge_sorted(parts)
         late = verdicts_to_rows(self.judge.expired())
         self._account(batch, rows)
+        if s.timeline is not None:
+            s.timeline.add(batch, rows)
         if self.analyzer is not None and facts is not None:
             self.analyzer.feed(facts, rows, batch.direction, batch.tp_status)
         for sink in self.sinks:

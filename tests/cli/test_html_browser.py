@@ -12,11 +12,14 @@ carry initiator "not an origin" and are not the page's). Host names resolve to n
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +51,26 @@ def chromium() -> str:
 
 def _flags(profile: Path) -> list[str]:
     return ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND"]  # fmt: skip
+            "--disable-sync", "--no-first-run", "--disable-breakpad", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+            f"--crash-dumps-dir={profile / 'crashes'}", "--host-resolver-rules=MAP * ~NOTFOUND",
+            # The DOM and the screenshot wait until the page is idle (5 s of virtual time, fast-forwarded),
+            # not for the first frame: on a loaded machine that frame could still be blank.
+            "--virtual-time-budget=5000"]  # fmt: skip
+
+
+def _private(where: Path, name: str) -> tuple[Path, dict[str, str]]:
+    """A fresh directory for one Chromium run, and an environment whose HOME and XDG dirs are in it.
+
+    Runs at once (pytest -n, two suites, a lab test beside the pure ones) must share nothing: not the
+    profile (its SingletonLock makes a second browser hand its URL to the first and exit), nor
+    ~/.pki/nssdb, ~/.config/chromium or the crash database, which Chromium keeps under HOME whatever
+    the profile. No port is opened (--dump-dom, --screenshot), so none can collide."""
+    run = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=where))
+    env = {**os.environ, "HOME": str(run / "home"), "XDG_CONFIG_HOME": str(run / "config"),
+           "XDG_CACHE_HOME": str(run / "cache"), "XDG_RUNTIME_DIR": str(run / "runtime")}  # fmt: skip
+    for key in ("HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR"):
+        Path(env[key]).mkdir(mode=0o700)
+    return run / "profile", env
 
 
 def page_requests(netlog: Path) -> list[str]:
@@ -67,12 +89,15 @@ def open_page(page: Path, where: Path, name: str) -> Opened:
     exe = chromium()
     url = page.resolve().as_uri()
     netlog = where / f"{name}.netlog.json"
-    r = subprocess.run([exe, *_flags(where / f"{name}-profile"), "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
-                        "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    profile, env = _private(where, name)
+    r = subprocess.run([exe, *_flags(profile), "--enable-logging=stderr", "--v=0", f"--log-net-log={netlog}",
+                        "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "</html>" in r.stdout, f"no whole DOM from {page.name}: {r.stderr[-2000:]}"
     shot = where / f"{name}.png"
-    s = subprocess.run([exe, *_flags(where / f"{name}-profile2"), f"--screenshot={shot}", "--window-size=1400,1000", url],
-                       capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    profile, env = _private(where, f"{name}-shot")
+    s = subprocess.run([exe, *_flags(profile), f"--screenshot={shot}", "--window-size=1400,1000", url],
+                       capture_output=True, text=True, timeout=180, check=False, env=env)  # fmt: skip
     assert s.returncode == 0 and shot.stat().st_size > 5000, s.stderr[-2000:]
     print(f"\nscreenshot of {page.name}: {shot}")
     console = [line for line in r.stderr.splitlines() if ":CONSOLE" in line]
@@ -131,6 +156,9 @@ def test_pcap_page_of_the_63_second_recording_in_chromium(tmp_path: Path) -> Non
     sends = [float(t) for t in re.findall(r'<circle class="send" data-t="([\d.]+)"', opened.dom)]
     assert len(sends) == 7 and 60 < sends[-1] < 66
     assert re.search(r'<rect class="end" data-t="64\.\d+"', opened.dom)
+    # The 16 partial TCP sums over time: one bar at each send (1 s bins), the connect's packets at 64 s.
+    bars = {int(i): int(n) for i, n in re.findall(r'<rect class="partial" data-bin="(\d+)" data-n="(\d+)"', opened.dom)}
+    assert sum(bars.values()) == 16 and {0, 1, 3, 7, 15, 31} <= set(bars)
 
 
 def doctor_dom_checks(opened: Opened, objects: list[dict]) -> None:
@@ -192,3 +220,117 @@ def test_doctor_page_of_a_real_ovs_userspace_veth_lab_in_chromium(tmp_path: Path
     bad = [f["first_bad_hop"] for f in recorded[0]["flows"] if f["first_bad_hop"]]
     assert first and set(first) <= {b["before"] for b in bad}
     assert "unfinished" in fopened.dom
+
+
+def lab_clean(prefix: str) -> None:
+    subprocess.run([sys.executable, "-m", "badsum", "lab", "clean", "--prefix", prefix], capture_output=True, timeout=120,
+                   check=False)  # fmt: skip
+
+
+def flagged_nodes(dom: str) -> dict[str, str]:
+    """`ns:name` -> SVG id of every node drawn as flagged."""
+    return {key: nid for nid, key in re.findall(r'<g id="(n\d+)" class="node flagged">\s*<title>([^<]*)</title>', dom)}
+
+
+@pytest.mark.root
+def test_vxlan_mtu_df_lab_pages_in_chromium(tmp_path: Path) -> None:
+    """KB-003 for real: doctor's map outlines the tunnel and its underlay with their MTUs, and the
+    pcap page of the bridge's capture shows the frag-needed MTUs tcpdump read, and its partial sums
+    over time."""
+    need_root()
+    chromium()
+    from badsum.lab.scenarios.vxlan_mtu_df import SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    page = tmp_path / "doctor.html"
+    try:
+        result = SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        r = badsum("doctor", "--json", "--html", page, "--interval", "0.1",
+                   *(x for ns in ("h1", "h2", "c1", "c2") for x in ("-n", f"{prefix}-{ns}")))  # fmt: skip
+        mtus = {ns: {d["ifname"]: d["mtu"] for d in json.loads(subprocess.run(
+            ["ip", "-n", f"{prefix}-{ns}", "-j", "link", "show"], capture_output=True, text=True, timeout=30, check=True).stdout)}
+            for ns in ("h1", "h2")}  # fmt: skip
+    finally:
+        lab_clean(prefix)
+    assert result.reproduced, result.verdict
+    doc = json.loads(r.stdout)
+    assert r.returncode in (1, 3) and doc["data"]["html"] == str(page), r.stderr
+    kb003 = [f for f in doc["data"]["findings"] if f["rule"] == "KB-003"]
+    assert {o["namespace"] for f in kb003 for o in f["objects"]} == {f"{prefix}-h1", f"{prefix}-h2"}
+    opened = open_page(page, tmp_path, "doctor-vxlan")
+    assert_clean(page, opened)
+    assert 'data-ready="1"' in opened.dom
+    flagged = flagged_nodes(opened.dom)
+    finding_nodes = [set(ids.split()) for ids in re.findall(r'<div class="finding is-fail" id="finding-\d+" data-nodes="([^"]*)"', opened.dom)]
+    for f in kb003:
+        keys = {f"{o['namespace']}:{o['name']}" for o in f["objects"]}
+        assert keys <= set(flagged), (keys, flagged)
+        assert {flagged[k] for k in keys} in finding_nodes
+    # The mismatch itself, as drawn: each tunnel's MTU and its underlay's, read back against ip -j link.
+    svg_text = re.sub(r"<[^>]+>", " ", opened.dom)
+    for ns in ("h1", "h2"):
+        assert re.search(rf"{prefix}-{ns}:vxlan0\s+vxlan0\s+vxlan mtu {mtus[ns]['vxlan0']}\s+vni 42 port 4789", svg_text)
+        assert re.search(rf"{prefix}-{ns}:eth0\s+eth0\s+veth mtu {mtus[ns]['eth0']}\b", svg_text)
+        assert mtus[ns]["vxlan0"] + 50 > mtus[ns]["eth0"]
+    # pcap --html of the first phase's bridge capture: the PMTU events with the MTUs tcpdump read.
+    label = next(k.split()[0] for k in result.captures if k.endswith(" h1:br0"))
+    capture = Path(result.captures[f"{label} h1:br0"])
+    ppage = tmp_path / "pcap.html"
+    p = badsum("pcap", "--html", ppage, capture)
+    assert p.returncode in (0, 1) and ppage.exists(), p.stderr
+    popened = open_page(ppage, tmp_path, "pcap-vxlan")
+    assert_clean(ppage, popened)
+    tcpdump_mtus = {m for v in result.traffic[label]["frag_needed_tcpdump"].values() for m in v}
+    (n_pmtu,) = re.findall(r"<h2>PMTU events \((\d+)\)</h2>", popened.dom)
+    shown = {int(m) for m in re.findall(r"ICMP frag-needed from [\d.]+: MTU (\d+) for", popened.dom)}
+    assert int(n_pmtu) >= 1 and tcpdump_mtus and shown == tcpdump_mtus, (shown, tcpdump_mtus)
+    assert '<svg class="timeline"' in popened.dom and re.search(r'<rect class="partial" data-bin="\d+" data-n="\d+"', popened.dom)
+    # One dashed mark per frag-needed in the capture, counted by tcpdump (to the heartbeat's host and to c1).
+    from badsum.lab.scenarios.vxlan_mtu_df import C1, H1, tcpdump_frag_needed
+
+    marks = re.findall(r'<line class="pmtu" data-t="([\d.]+)"', popened.dom)
+    assert len(marks) == len(tcpdump_frag_needed(capture, H1)) + len(tcpdump_frag_needed(capture, C1)) > 0
+
+
+@pytest.mark.root
+def test_live_follow_html_page_in_chromium(tmp_path: Path) -> None:
+    """`badsum follow --html` itself, live on the ovs-userspace-veth lab: a TCP connect across the
+    netdev bridge, the page opened, its first bad hop the one follow's JSON names."""
+    need_root()
+    need_tool("ovs-vswitchd")
+    chromium()
+    from badsum.lab.scenarios.ovs_userspace_veth import C2, SCENARIO
+
+    prefix = "bs" + secrets.token_hex(3)
+    # eBPF sees every namespace: a lab of another run at once has the same addresses, not this port.
+    port = str(20000 + secrets.randbelow(20000))
+    page = tmp_path / "follow.html"
+    agent = [sys.executable, "-m", "badsum.lab.agent"]
+    server = None
+    try:
+        SCENARIO.run(tmp_path / "lab", keep=True, prefix=prefix)
+        server = subprocess.Popen(["ip", "netns", "exec", f"{prefix}-c2", *agent, "tcp-server", "--bind", C2, "--port", port,
+                                   "--timeout", "20"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for _ in range(100):
+            ss = subprocess.run(["ip", "netns", "exec", f"{prefix}-c2", "ss", "-Hltn"], capture_output=True, text=True, timeout=10,
+                                check=False)
+            if f":{port} " in ss.stdout:
+                break
+            time.sleep(0.1)
+        r = badsum("follow", "--json", "--html", page, "-f", f"host {C2} and tcp port {port}", "--",
+                   "ip", "netns", "exec", f"{prefix}-c1", *agent, "tcp-client", "--connect", C2, "--port", port,
+                   "--bytes", "20000", "--timeout", "3")  # fmt: skip
+    finally:
+        if server is not None:
+            server.kill()  # ours, by its pid
+            server.wait(timeout=10)
+        lab_clean(prefix)
+    assert r.returncode == 1, r.stderr[-2000:]
+    data = json.loads(r.stdout)["data"]
+    assert data["html"] == str(page) and data["summary"]["flows_bad"] >= 1
+    opened = open_page(page, tmp_path, "follow-live")
+    assert_clean(page, opened)
+    first = re.findall(r'<div class="hop[^"]*first-bad" data-point="([^"]*)"', opened.dom)
+    named = {f["first_bad_hop"]["before"] for f in data["flows"] if f["first_bad_hop"]}
+    assert first and set(first) <= named, (first, named)
+    assert all(p.startswith(f"{prefix}-host:") for p in first) and "KB-005" in opened.dom

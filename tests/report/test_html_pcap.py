@@ -40,3 +40,29 @@ def test_no_ladder_no_svg_and_escaping() -> None:
     assert ladder_svg({"evidence": []}) == ""
     page = pcap_page({"file": "<x>.pcap", "packets": 0, "totals": {}, "checksums": [], "symptoms": []})
     assert "&lt;x&gt;.pcap" in page and "<x>" not in page and "SYN retry ladders (0)" in page
+
+
+def series(bad: list[int], partial: list[int], bin_s: float = 1.0) -> dict:
+    return {"bin_s": bin_s, "t0_s": 1000.0, "span_s": len(bad) * bin_s - 0.1, "bins": len(bad), "bad": bad,
+            "partial": partial, "layers": {"tcp": {"bad": bad, "partial": partial}}}  # fmt: skip
+
+
+def test_timeline_bars_stack_and_pmtu_events_are_marked_at_their_time() -> None:
+    pmtu = {"kind": "pmtu", "severity": "warn", "summary": "s", "flow": None,
+            "evidence": [{"frame": 9, "time": 1002.5, "text": "ICMP frag-needed <from> x: mtu 1400"}]}  # fmt: skip
+    page = pcap_page({"file": "f", "packets": 10, "totals": {}, "checksums": [], "symptoms": [pmtu]},
+                     series([0, 3, 0, 1], [2, 1, 0, 0]))  # fmt: skip
+    bars = re.findall(r'<rect class="(bad|partial)" data-bin="(\d)" data-n="(\d)" x="[\d.]+" y="([\d.]+)"[^>]*height="([\d.]+)"', page)
+    assert [(c, int(i), int(n)) for c, i, n, _, _ in bars] == [("partial", 0, 2), ("bad", 1, 3), ("partial", 1, 1), ("bad", 3, 1)]
+    (_, _, _, y_bad, h_bad), (_, _, _, y_partial, h_partial) = bars[1], bars[2]
+    assert float(y_partial) + float(h_partial) == float(y_bad)  # partial stacked on bad
+    assert float(h_bad) == 3 * float(h_partial)
+    (mark,) = re.findall(r'<line class="pmtu" data-t="([\d.]+)"', page)
+    assert float(mark) == 2.5 and "&lt;from&gt;" in page and "<from>" not in page
+    assert "4 bad, 3 partial" in page and not EXTERNAL.search(page)
+
+
+def test_no_bad_no_partial_no_chart() -> None:
+    page = pcap_page({"file": "f", "packets": 10, "totals": {}, "checksums": [], "symptoms": []}, series([0, 0], [0, 0]))
+    assert '<svg class="timeline"' not in page and "none over the capture" in page
+    assert '<svg class="timeline"' not in pcap_page({"file": "f", "packets": 0, "totals": {}, "checksums": [], "symptoms": []})

@@ -19,7 +19,7 @@ HELP = "snapshot this host's namespaces and check them against the known checksu
 EXAMPLES = """\
 examples:
   sudo badsum doctor                       # every namespace; the problems first, with the fix
-  sudo badsum doctor --namespace web1 -v   # one namespace, also what passed or could not be checked
+  sudo badsum doctor --namespace web1 -v   # one namespace, also what passed, and the map as a tree
   sudo badsum doctor --save node1.json     # ... and keep the snapshot
   badsum doctor --from node1.json --json   # the same findings anywhere, without root
   sudo badsum doctor --html map.html       # ... and the host map with the findings on it (needs graphviz)
@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only this namespace (id, netns name, or pid:PID; host is the root one); repeatable")
     p.add_argument("--interval", metavar="SECONDS", type=_interval, default=1.0,
                    help="time between the two samples of the checksum counters (default 1; live only)")
-    p.add_argument("-v", "--verbose", action="store_true", help="also list what passed, did not apply, or could not be evaluated")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also list what passed, did not apply, or could not be evaluated, then the host map as a tree "
+                        "(namespaces, interfaces, bridges and their ports, tunnels, MTUs, offloads; !! marks a finding's objects)")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -283,6 +285,11 @@ def render_text(result: DoctorResult, verbose: bool = False) -> str:
         lines.append(f"kernel log: {log.error}" if log.source is None else
                      f"kernel log ({log.source}, {log.records} records): " + (", ".join(
                          f"{n} {k}" for k, n in sorted(log.counts.items())) or "no checksum, offload or tunnel MTU lines"))  # fmt: skip
+    if verbose:
+        from badsum.report.host_tree import host_tree
+
+        scoped = len(result.scope) != len(s.namespaces)
+        lines += ["", *host_tree(s, result.findings, scope=set(result.scope) if scoped else None)]
     return "\n".join(lines) + "\n"
 
 

@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="counts per layer and depth, all flows and symptoms with evidence, decode issues")
     p.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
     p.add_argument("--html", metavar="FILE",
-                   help="also write the checksum counts per layer and each SYN retry ladder on a time axis: one "
-                        "self-contained HTML file")  # fmt: skip
+                   help="also write the checksum counts per layer, the bad and partial ones over the capture's time, "
+                        "each SYN retry ladder on a time axis and the PMTU events: one self-contained HTML file")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -182,7 +182,8 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
         from badsum.report.html_pcap import pcap_page
 
         try:
-            write_page(args.html, pcap_page(to_data(summary, meta)))
+            series = summary.timeline.series() if summary.timeline is not None else None
+            write_page(args.html, pcap_page(to_data(summary, meta), series))
         except OSError as e:
             errors.append({"code": "html.cannot_write", "message": f"cannot write {args.html}: {e.strerror or e}"})
             code = int(ExitCode.UNREADABLE)
@@ -220,7 +221,8 @@ def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader,
         except OSError as e:
             return _refuse(args, out, Failure("annotate.cannot_write", f"cannot write {args.annotate}: {e.strerror or e}", ExitCode.UNREADABLE))
         sinks.append(AnnotateSink(writer, reader.interfaces))
-    config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms)
+    config = ScanConfig(vxlan_ports=tuple(args.vxlan_port), jobs=args.jobs, symptoms=not args.no_symptoms,
+                        timeline=bool(getattr(args, "html", None)))  # fmt: skip
     scanner = Scanner(config, sinks)
     if scanner.analyzer is not None and receivers:
         scanner.analyzer.use_receivers(receivers)

@@ -6,18 +6,25 @@ link's `master` (Linux bridge) and OVS bridge ports are edges to the bridge; VXL
 devices name their underlay. Each link shows its MTU and the offloads checksum bugs turn on.
 A finding's objects get a red outline and a `flagged` class; the list under the map says why.
 
-Hundreds of containers make hundreds of namespaces holding one veth to the host: past
-COLLAPSE_OVER namespaces those (when no finding names them) are drawn as one node per host-side
-bridge ("212 namespaces, one veth each"), their names listed in a table under the map.
+Past COLLAPSE_OVER namespaces, those holding only a veth to the host (and named by no finding) are
+drawn as one node per host-side bridge, their names listed in a table under the map; which ones
+collapse is decided once, in report/host_view.py, for this map and `doctor -v`'s text tree alike.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from badsum.host.model import HOST_NS, HostSnapshot, Link, Namespace
+from badsum.report.host_view import (
+    COLLAPSE_OVER,
+    collapse,
+    flagged_refs,
+    in_view,
+    ovs_port_bridges,
+    problems,
+    underlay,
+)
 from badsum.report.html_page import esc, json_island, page
 from badsum.rules.model import Finding, Outcome
 
@@ -28,8 +35,6 @@ OFFLOADS = (
     ("generic-receive-offload", "gro"),
     ("rx-udp-gro-forwarding", "udpgrofwd"),
 )
-#: Collapse namespaces holding only a veth to the host when there are more than this many namespaces.
-COLLAPSE_OVER = 40
 LINK_SHAPE = {"bridge": "box3d", "openvswitch": "box3d", "vxlan": "hexagon", "geneve": "hexagon",
               "device": "doubleoctagon"}  # fmt: skip
 
@@ -52,10 +57,6 @@ class HostMap:
 def _q(text: str) -> str:
     """A DOT double-quoted string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def problems(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.outcome in (Outcome.FAIL, Outcome.WARN)]
 
 
 def _offloads(link: Link) -> str:
@@ -100,87 +101,15 @@ def _label(link: Link, extra: str = "") -> str:
     return "\n".join(lines)
 
 
-def underlay(ns: Namespace, link: Link) -> tuple[str, str] | None:
-    """(device, how it is known) a tunnel device sends its outer packets through: the VXLAN `dev`
-    it is bound to, else the route to its remote (longest prefix; Geneve has no bound device)."""
-    if link.vxlan and link.vxlan.lower:
-        return link.vxlan.lower, "underlay"
-    remote = (link.vxlan.remote if link.vxlan else None) or (link.geneve.remote if link.geneve else None)
-    if not remote:
-        return None
-    try:
-        addr = ipaddress.ip_address(remote)
-    except ValueError:
-        return None
-    best: tuple[int, str] | None = None
-    for r in ns.routes:
-        if not r.dev or r.dev == link.name:
-            continue
-        try:
-            net = ipaddress.ip_network("0.0.0.0/0" if r.dst == "default" and addr.version == 4 else
-                                       "::/0" if r.dst == "default" else r.dst, strict=False)  # fmt: skip
-        except ValueError:
-            continue
-        if addr.version == net.version and addr in net and (best is None or net.prefixlen > best[0]):
-            best = (net.prefixlen, r.dev)
-    return (best[1], f"underlay (route to {remote})") if best else None
-
-
-def _flagged_refs(findings: list[Finding]) -> tuple[set[tuple[str, str]], set[str]]:
-    objs, nss = set(), set()
-    for f in problems(findings):
-        for o in f.objects:
-            nss.add(o.ns)
-            objs.add((o.ns, o.name))
-    return objs, nss
-
-
-def _leaf_veth(ns: Namespace) -> Link | None:
-    """The one veth of a namespace that holds nothing else (besides lo) and whose peer is on the host."""
-    links = [lk for lk in ns.links if lk.name != "lo" and lk.kind != "loopback"]
-    if len(links) == 1 and links[0].kind == "veth" and links[0].peer_ns == HOST_NS and links[0].peer_name:
-        return links[0]
-    return None
-
-
-def in_view(snap: HostSnapshot, scope: set[str] | None) -> list[Namespace]:
-    """The namespaces drawn: all, or those in `scope` and the ones their veths lead to (`doctor -n`)."""
-    if scope is None:
-        return list(snap.namespaces)
-    near = set(scope)
-    for ns in snap.namespaces:
-        if ns.id in scope:
-            near.update(lk.peer_ns for lk in ns.links if lk.peer_ns)
-    return [ns for ns in snap.namespaces if ns.id in near]
-
-
 def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = COLLAPSE_OVER,
              scope: set[str] | None = None) -> HostMap:
     """The map of the namespaces in view (every one, or `scope` and its veths' peers)."""
     m = HostMap("")
     namespaces = in_view(snap, scope)
-    flagged_objs, flagged_ns = _flagged_refs(findings)
-    ovs_port_bridge: dict[tuple[str, str], str] = {}  # (ns, port) -> OVS bridge
-    for ovs in snap.ovs:
-        for b in ovs.bridges:
-            for p in b.ports:
-                if p.name != b.name:
-                    ovs_port_bridge[(ovs.namespace, p.name)] = b.name
-    # Which namespaces collapse, grouped by what their host-side veth is plugged into.
-    hidden: set[tuple[str, str]] = set()
-    groups: dict[str, list[tuple[Namespace, Link]]] = defaultdict(list)
-    if len(namespaces) > collapse_over:
-        for ns in namespaces:
-            leaf = _leaf_veth(ns) if ns.id != HOST_NS else None
-            if leaf is None or ns.id in flagged_ns or (HOST_NS, leaf.peer_name) in flagged_objs:
-                continue
-            host = snap.ns(HOST_NS)
-            peer = host.link(leaf.peer_name) if host else None
-            via = ovs_port_bridge.get((HOST_NS, leaf.peer_name)) or (peer.master if peer else None) or ""
-            groups[via].append((ns, leaf))
-            hidden.add((ns.id, leaf.name))
-            hidden.add((HOST_NS, leaf.peer_name))
-    collapsed_ns = {ns.id for members in groups.values() for ns, _ in members}
+    flagged_objs, _ = flagged_refs(findings)
+    ovs_port_bridge = ovs_port_bridges(snap)
+    folded = collapse(snap, namespaces, findings, collapse_over)
+    hidden, groups, collapsed_ns = folded.hidden, folded.groups, folded.namespaces
 
     out = ["graph host {", "  graph [rankdir=LR, compound=true, fontname=\"Helvetica\", fontsize=12, nodesep=0.25, ranksep=0.6];",
            "  node [shape=box, style=\"rounded,filled\", fillcolor=\"#ffffff\", fontname=\"Helvetica\", fontsize=10];",
@@ -286,7 +215,7 @@ def host_dot(snap: HostSnapshot, findings: list[Finding], collapse_over: int = C
                 label = f"{p.name}\nOVS port {p.type}"
                 out.append(f"  {_q(key)} [id={_q(nid)}, label={_q(label)}, shape=cds];")
                 edges.append(f"  {_q(key)} -- {_q(f'{ovs.namespace}:{b.name}')} [style=dashed, color=\"#7a4fb0\"];")
-    for via, members in sorted(groups.items()):
+    for via, members in groups.items():
         nid = new_id("g")
         mtus = sorted({leaf.mtu for _, leaf in members})
         mtu = f"mtu {mtus[0]}" if len(mtus) == 1 else f"mtu {mtus[0]}..{mtus[-1]}"
