@@ -12,6 +12,8 @@ from enum import IntEnum, IntFlag
 
 import numpy as np
 
+from badsum.wire import protofacts
+
 
 class Status(IntEnum):
     """What a stored checksum means."""
@@ -95,7 +97,7 @@ class VerdictFlag(IntFlag):
 
 
 #: Depth cube bound: tunnel depth 0 (outermost) .. MAX_DEPTH-1; deeper levels are clipped.
-MAX_DEPTH = 8
+MAX_DEPTH = protofacts.MAX_DEPTH
 N_LAYERS = len(Layer)
 N_STATUS = len(Status)
 

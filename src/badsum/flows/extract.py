@@ -15,19 +15,11 @@ import numpy as np
 from badsum.flows.facts import FACTS_DTYPE, fact_of_frame
 from badsum.native import _fastscan
 from badsum.scan.batch import Batch
+from badsum.scan.fast import port_kinds
 from badsum.wire.frame import decode_frame
 from badsum.wire.ports import PortTable
 
 assert _fastscan.FACT_SIZE == FACTS_DTYPE.itemsize, "the C fact_row and FACTS_DTYPE drifted apart"
-
-
-def port_kinds(ports: PortTable) -> np.ndarray:
-    """The uint8[65536] table of UDP destination port -> tunnel kind, from the very table the
-    reference decoder uses (so both follow the same tunnels, whatever a user added)."""
-    table = np.zeros(65536, dtype=np.uint8)
-    for port, kind in ports.by_port.items():
-        table[port] = int(kind)
-    return table
 
 
 class FactExtractor:
