@@ -1,6 +1,6 @@
 """Checksum verdicts: the vocabulary shared by the fast path, the detailed decoder and reports.
 
-The integer codes below are a contract with the C scanner (`badsum/native/_fastscan.c`) and must
+The integer codes below are a contract with the C scanner (`badsum/native/fs_common.h`) and must
 not be renumbered: the scanner writes them into `ISSUE_DTYPE` rows and the `counts` cube.
 Verdicts and flows are plain data; their reasons and records are `badsum.report.records`.
 """

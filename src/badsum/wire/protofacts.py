@@ -112,8 +112,9 @@ ETH_P_MPLS = frozenset({ETH_P_MPLS_UC, ETH_P_MPLS_MC})
 #: Ethertypes the decoder follows to IP through one more header (wire/frame._Decoder.network): a
 #: fast path that does not read that header leaves such packets to the decoder.
 ETH_P_DECODER_FOLLOWS = frozenset({ETH_P_MPLS_UC, ETH_P_MPLS_MC, ETH_P_CISCO_METADATA})
-#: What the checksum scan leaves to the decoder besides those: carriers of IP it may learn to read.
-ETH_P_SCAN_DEFERS = ETH_P_DECODER_FOLLOWS | {ETH_P_PPP_SES, ETH_P_PBB, ETH_P_NSH}
+#: Carriers of IP the decoder does not read yet. The checksum scan leaves them to it all the same,
+#: so that the decoder can learn one without the two paths disagreeing.
+ETH_P_MAYBE_IP = frozenset({ETH_P_PPP_SES, ETH_P_PBB, ETH_P_NSH})
 
 # ---- IP protocol numbers (IANA) ----
 
