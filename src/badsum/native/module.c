@@ -133,6 +133,10 @@ void release_args(call_args *a)
         PyBuffer_Release(&a->views[--a->held]);
 }
 
+#ifdef FS_WIDE_SUM
+int fs_have_avx2 = 0;
+#endif
+
 static PyMethodDef fastscan_methods[] = {
     {"scan", fastscan_scan, METH_VARARGS, scan_doc},
     {"facts", fastscan_facts, METH_VARARGS, facts_doc},
@@ -153,6 +157,10 @@ PyMODINIT_FUNC PyInit__fastscan(void)
     PyObject *m = PyModule_Create(&fastscan_module);
     if (m == NULL)
         return NULL;
+#ifdef FS_WIDE_SUM
+    __builtin_cpu_init();
+    fs_have_avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
     /* Sizes and limits the Python side states too: tests/native compares every one. */
     static const struct {
         const char *name;
