@@ -291,13 +291,4 @@ class _Decoder:
         self.network(inner.ethertype, c.pos, end, depth, quoted=False)
 
 
-_PROTO_NAMES = {
-    PROTO_TCP: "tcp",
-    PROTO_UDP: "udp",
-    PROTO_UDPLITE: "udplite",
-    PROTO_ICMP: "icmp",
-    PROTO_ICMPV6: "icmpv6",
-    PROTO_IGMP: "igmp",
-    PROTO_SCTP: "sctp",
-    PROTO_GRE: "gre",
-}
+_PROTO_NAMES = pf.IPPROTO_NAMES

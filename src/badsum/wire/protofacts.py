@@ -138,6 +138,17 @@ IPPROTO_SCTP = 132
 IPPROTO_UDPLITE = 136
 IPPROTO_HIP = 139
 IPPROTO_SHIM6 = 140
+#: What badsum calls the upper layers it decodes (layer names in issues, text output).
+IPPROTO_NAMES: dict[int, str] = {
+    IPPROTO_TCP: "tcp",
+    IPPROTO_UDP: "udp",
+    IPPROTO_UDPLITE: "udplite",
+    IPPROTO_ICMP: "icmp",
+    IPPROTO_ICMPV6: "icmpv6",
+    IPPROTO_IGMP: "igmp",
+    IPPROTO_SCTP: "sctp",
+    IPPROTO_GRE: "gre",
+}
 #: IPv6 extension headers (RFC 8200 section 4, RFC 7045), 253/254 the experimental ones (RFC 3692).
 IPV6_EXT_HEADERS = frozenset(
     {IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_MH, IPPROTO_HIP, IPPROTO_SHIM6, 253, 254}
