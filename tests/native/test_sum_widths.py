@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from scapy.all import IP, TCP, UDP, Ether, IPv6, raw
+import pytest
+from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw, raw
 
 from badsum.checksum.detailed import DetailedJudge
 from badsum.native import _fastscan
@@ -60,3 +61,22 @@ def test_sums_agree_at_every_length_and_alignment() -> None:
     assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
     assert int(fast.counts.sum()) == sum(len(judge.judge(i + 1, 0, f, len(f), 1).verdicts) for i, f in enumerate(frames))
     assert len(fast.issues) >= n // 2 and _fastscan.ISSUE_SIZE == fast.issues.itemsize
+
+
+@pytest.mark.parametrize("stored", [0x0000, 0xFFFF, 0x1234])
+def test_an_all_zero_icmp_message_around_its_checksum(stored: int) -> None:
+    """ICMP (no pseudo-header) of zero type, code, id, sequence and payload: the sum of everything
+    but the field is 0, the one case where taking the field out by its complement gives 0xffff."""
+    icmp = bytearray(64)
+    icmp[2:4] = stored.to_bytes(2, "big")
+    frame = raw(Ether(**MAC) / IP(src="192.0.2.1", dst="192.0.2.2", proto=1) / Raw(bytes(icmp)))
+    n = 1
+    lens = np.array([len(frame)], np.uint32)
+    batch = Batch(frame, 1, np.zeros(1, np.int64), lens, lens.copy(), np.zeros(n, np.int64), np.ones(n, np.uint16),
+                  np.zeros(n, np.uint32), np.full(n, 0xFFFFFFFF, np.uint32), np.zeros(n, np.uint8), np.zeros(n, np.int64))  # fmt: skip
+    fast = FastScanner().scan(batch)
+    slow = DetailedJudge().judge(1, 0, frame, len(frame), 1).verdicts
+    assert len(fast.deferred) == 0 and int(fast.counts.sum()) == len(slow) == 2
+    assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, verdicts_to_rows(slow)[KEY].tolist()))
+    icmp_verdict = next(v for v in slow if v.layer.label == "icmp")
+    assert icmp_verdict.computed == 0xFFFF and (icmp_verdict.status.label == "ok") == (stored == 0xFFFF)

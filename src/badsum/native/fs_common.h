@@ -77,14 +77,14 @@ static inline size_t avail(size_t pos, size_t end, size_t cap)
 
 /* ---- RFC 1071 arithmetic ---- */
 
-/* End-around-carry fold to 16 bits; 0 only when s is 0. */
+/* End-around-carry fold to 16 bits; 0 only when s is 0. The 32-bit halves are added with their
+ * carry brought around, then the 16-bit halves twice (callgrind: the scan's most run lines). */
 static inline uint32_t fold(uint64_t s)
 {
-    s = (s & 0xffffffffu) + (s >> 32);
-    s = (s & 0xffffu) + (s >> 16);
-    s = (s & 0xffffu) + (s >> 16);
-    s = (s & 0xffffu) + (s >> 16);
-    return (uint32_t)s;
+    uint32_t hi = (uint32_t)(s >> 32), t = (uint32_t)s + hi;
+    t += t < hi;
+    t = (t & 0xffffu) + (t >> 16);
+    return (t & 0xffffu) + (t >> 16);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -135,7 +135,7 @@ static inline uint32_t csum_be(const uint8_t *p, size_t n)
 #ifdef FS_WIDE_SUM
     if (n >= 128 && fs_have_avx2) {
         size_t bulk = n & ~(size_t)31;
-        a3 = fold(sum_words_avx2(p, bulk));
+        a3 = sum_words_avx2(p, bulk);
         p += bulk;
         n -= bulk;
     }
@@ -166,17 +166,27 @@ static inline uint32_t csum_be(const uint8_t *p, size_t n)
     }
     if (n)
         a2 += HOST_BIG_ENDIAN ? (uint32_t)p[0] << 8 : p[0];
-    uint32_t f = fold(fold(a0) + (uint64_t)fold(a1) + fold(a2) + fold(a3));
+    /* Words are 32 bits and n < 2**32, so no accumulator reaches 2**62 and their plain sum cannot
+     * wrap; one fold of it equals folding each first (both are the sum modulo 0xffff, and 0 only
+     * for all-zero bytes). */
+    uint32_t f = fold(a0 + a1 + a2 + a3);
 #if !HOST_BIG_ENDIAN
     f = ((f & 0xffu) << 8) | (f >> 8);
 #endif
     return f;
 }
 
-/* Sum of n bytes at p, the 16-bit field at p+field counted as zero (field is even). */
+/*
+ * Sum of n bytes at p, the 16-bit field at p+field counted as zero (field is even). One pass, the
+ * field taken out again by adding its complement (RFC 1624): right modulo 0xffff, but where the
+ * other bytes are all zero that gives 0xffff for 0, so a 0xffff is summed again in two parts.
+ */
 static inline uint32_t csum_without(const uint8_t *p, size_t n, size_t field)
 {
-    return fold((uint64_t)csum_be(p, field) + csum_be(p + field + 2, n - field - 2));
+    uint32_t s = fold((uint64_t)csum_be(p, n) + (~be16(p + field) & 0xffffu));
+    if (s == 0xffff)
+        s = fold((uint64_t)csum_be(p, field) + csum_be(p + field + 2, n - field - 2));
+    return s;
 }
 
 /* ---- the walks ---- */

@@ -182,14 +182,15 @@ static int judge_l4(packet_ctx *c, int depth, const ip_info *ip, const uint8_t *
     return R_DONE;
 }
 
-/* The IPv4 header checksum, pushed before its L4 row: wire order. */
-static void judge_ipv4_header(packet_ctx *c, int depth, const ip_info *ip, size_t ihl,
+/* The IPv4 header checksum, into the slot kept for it before its L4 row (wire order). It is
+ * judged after the L4 checksum, whose status it needs. */
+static void judge_ipv4_header(packet_ctx *c, int slot, int depth, const ip_info *ip, size_t ihl,
                               const l4_result *l4)
 {
     const uint8_t *h = ip->ip;
     unsigned stored = be16(h + IPV4_CSUM_AT);
     uint32_t s = csum_without(h, ihl, IPV4_CSUM_AT);
-    verdict *v = &c->v[c->n++];
+    verdict *v = &c->v[slot];
     fill_row(c, v, ip, depth, LAYER_IPV4, h + IPV4_CSUM_AT);
     issue_row *r = &v->row;
     r->stored = stored;
@@ -206,14 +207,6 @@ static void judge_ipv4_header(packet_ctx *c, int depth, const ip_info *ip, size_
     } else {
         r->status = ST_BAD;
     }
-}
-
-/* Swap the L4 row (pushed first, since the header verdict needs it) behind its header row. */
-static void header_first(packet_ctx *c)
-{
-    verdict t = c->v[c->n - 2];
-    c->v[c->n - 2] = c->v[c->n - 1];
-    c->v[c->n - 1] = t;
 }
 
 static int ipv4_level(packet_ctx *c, int depth, const uint8_t *h, size_t cap, size_t orig,
@@ -250,10 +243,10 @@ static int ipv4_level(packet_ctx *c, int depth, const uint8_t *h, size_t cap, si
     uint32_t l4len = total - (uint32_t)ihl;
     size_t l4cap = (cap < total ? cap : total) - ihl;
     uint64_t pseudo = ip.proto == IPPROTO_ICMP ? 0 : (uint64_t)csum_be(h + 12, 8) + ip.proto + l4len;
+    int slot = c->n++; /* the header row goes before its L4 row; a swap afterwards cost a store-forwarding stall per packet (perf) */
     if (judge_l4(c, depth, &ip, h + ihl, l4len, l4cap, pseudo, l4) != R_DONE)
         return R_DEFER;
-    judge_ipv4_header(c, depth, &ip, ihl, l4);
-    header_first(c);
+    judge_ipv4_header(c, slot, depth, &ip, ihl, l4);
     return R_DONE;
 }
 
