@@ -108,7 +108,7 @@ class Scanner:
         self.fast = FastScanner(port_kinds(self.ports)) if config.fast else None
         self.judge = DetailedJudge(self.ports)
         self.summary = ScanSummary()
-        self.facts = FactExtractor(config.vxlan_ports, fast=config.fast) if config.symptoms else None
+        self.facts = FactExtractor(fast=config.fast, ports=self.ports) if config.symptoms else None
         self.analyzer = FlowAnalyzer() if config.symptoms else None
 
     def run(self, batches: Iterable[Batch], progress: Callable[[Batch], None] | None = None) -> ScanSummary:

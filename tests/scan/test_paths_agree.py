@@ -157,6 +157,7 @@ def test_both_paths_read_one_port_table(vxlan_ports: tuple[int, ...]) -> None:
     want = np.array([int(scanner.ports.kind(p)) for p in range(65536)], np.uint8)
     assert np.array_equal(scanner.fast._ports, want)
     assert np.array_equal(FactExtractor(vxlan_ports)._table, want)
+    assert scanner.facts is not None and scanner.facts._ports is scanner.ports and np.array_equal(scanner.facts._table, want)
     for p in vxlan_ports:
         assert want[p] == 1  # UDPTunnel.VXLAN
 

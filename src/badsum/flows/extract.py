@@ -29,11 +29,13 @@ class FactExtractor:
     part runs without the GIL.
     """
 
-    def __init__(self, vxlan_ports: tuple[int, ...] = (), fast: bool = True) -> None:
+    def __init__(self, vxlan_ports: tuple[int, ...] = (), fast: bool = True, ports: PortTable | None = None) -> None:
+        """`ports`: the caller's PortTable (the Scanner shares its own), else the defaults plus
+        VXLAN on `vxlan_ports`."""
         for p in vxlan_ports:
             if not 0 <= int(p) <= 0xFFFF:
                 raise ValueError(f"UDP port out of range: {p}")
-        self._ports = PortTable.with_vxlan_ports(tuple(vxlan_ports))
+        self._ports = ports if ports is not None else PortTable.with_vxlan_ports(tuple(vxlan_ports))
         self._table = port_kinds(self._ports)
         self.fast = fast
 
