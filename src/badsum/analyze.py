@@ -39,7 +39,7 @@ from badsum.flows.analyzer import FlowAnalyzer
 from badsum.flows.extract import FactExtractor
 from badsum.flows.symptom import Symptom
 from badsum.scan.batch import Batch
-from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_table
+from badsum.scan.fast import STAT_KERNEL_OVERRIDES, FastResult, FastScanner, port_kinds
 from badsum.scan.flowtable import FlowTable
 from badsum.scan.rows import merge_sorted, verdicts_to_rows
 from badsum.scan.timeline import Timeline
@@ -108,10 +108,12 @@ class Scanner:
         self.config = config
         self.sinks = list(sinks)
         self.ports = PortTable.with_vxlan_ports(config.vxlan_ports)
-        self.fast = FastScanner(port_table(extra_vxlan=config.vxlan_ports)) if config.fast else None
+        # One PortTable for both paths: the C port table is made from it (a clash between a
+        # user's VXLAN port and a default port resolves the same way in both).
+        self.fast = FastScanner(port_kinds(self.ports)) if config.fast else None
         self.judge = DetailedJudge(self.ports)
         self.summary = ScanSummary(timeline=Timeline() if config.timeline else None)
-        self.facts = FactExtractor(config.vxlan_ports, fast=config.fast) if config.symptoms else None
+        self.facts = FactExtractor(fast=config.fast, ports=self.ports) if config.symptoms else None
         self.analyzer = FlowAnalyzer() if config.symptoms else None
 
     def run(self, batches: Iterable[Batch], progress: Callable[[Batch], None] | None = None) -> ScanSummary:

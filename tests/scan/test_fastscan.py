@@ -53,7 +53,8 @@ from badsum.checksum.verdict import (
 )
 from badsum.native import _fastscan
 from badsum.scan.batch import Batch
-from badsum.scan.fast import FastResult, FastScanner, PortKind, port_table
+from badsum.scan.fast import FastResult, FastScanner, port_table
+from badsum.wire.ports import UDPTunnel
 
 V4S, V4D = "192.0.2.1", "198.51.100.7"
 V6S, V6D = "2001:db8::1", "2001:db8:0:1::2"
@@ -790,10 +791,10 @@ def test_port_table() -> None:
     t = port_table(extra_vxlan=(1234,))
     assert t.dtype == np.uint8 and t.shape == (65536,)
     assert (t[4789], t[8472], t[1234], t[6081], t[4754], t[6635], t[53]) == (
-        PortKind.VXLAN, PortKind.VXLAN, PortKind.VXLAN, PortKind.GENEVE, PortKind.GRE_UDP, PortKind.MPLS_UDP, 0,
+        UDPTunnel.VXLAN, UDPTunnel.VXLAN, UDPTunnel.VXLAN, UDPTunnel.GENEVE, UDPTunnel.GRE_IN_UDP, UDPTunnel.MPLS_IN_UDP, 0,
     )  # fmt: skip
     with pytest.raises(ValueError):
-        port_table(geneve=(70000,))
+        port_table(extra_vxlan=(70000,))
 
 
 # ---- hostile input ----

@@ -145,3 +145,35 @@ def test_lco_outer_udp_is_pending_with_the_inner_sum_in_both_paths() -> None:
     assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
     outer = {v.frame: v.status for v in verdicts if v.layer == Layer.UDP and v.depth == 0}
     assert outer == {1: Status.PARTIAL, 2: Status.BAD, 3: Status.BAD}
+
+
+@pytest.mark.parametrize("vxlan_ports", [(), (1234,), (6081, 4754, 9999)])
+def test_both_paths_read_one_port_table(vxlan_ports: tuple[int, ...]) -> None:
+    """The C port table is the decoder's PortTable, port for port, also when a user's VXLAN port
+    is a default port of another tunnel (the user wins in both)."""
+    from badsum.flows.extract import FactExtractor
+
+    scanner = Scanner(ScanConfig(vxlan_ports=vxlan_ports))
+    want = np.array([int(scanner.ports.kind(p)) for p in range(65536)], np.uint8)
+    assert np.array_equal(scanner.fast._ports, want)
+    assert np.array_equal(FactExtractor(vxlan_ports)._table, want)
+    assert scanner.facts is not None and scanner.facts._ports is scanner.ports and np.array_equal(scanner.facts._table, want)
+    for p in vxlan_ports:
+        assert want[p] == 1  # UDPTunnel.VXLAN
+
+
+def test_a_user_vxlan_port_on_the_geneve_port_agrees(tmp_path: Path) -> None:
+    from scapy.all import IP, TCP, UDP, VXLAN, Ether, raw
+
+    inner = Ether() / IP(src="192.0.2.1", dst="192.0.2.2") / TCP(sport=1, dport=2, chksum=0x1234)
+    frame = raw(Ether() / IP(src="198.51.100.1", dst="198.51.100.2") / UDP(sport=40000, dport=6081) / VXLAN(vni=5) / inner)
+    batch = _batch([(frame, 1, 0xFFFFFFFF)])
+    config = ScanConfig(vxlan_ports=(6081,))
+    fast = Scanner(config).fast.scan(batch)
+    from badsum.checksum.detailed import DetailedJudge
+    from badsum.scan.rows import verdicts_to_rows
+
+    slow = verdicts_to_rows(DetailedJudge(Scanner(config).ports).judge(1, 0, frame, len(frame), 1).verdicts)
+    assert len(fast.deferred) == 0  # read as VXLAN by the C scanner, as the user asked
+    assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
+    assert any(int(r["depth"]) == 1 for r in slow)

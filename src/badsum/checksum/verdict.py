@@ -1,6 +1,6 @@
 """Checksum verdicts: the vocabulary shared by the fast path, the detailed decoder and reports.
 
-The integer codes below are a contract with the C scanner (`badsum/native/_fastscan.c`) and must
+The integer codes below are a contract with the C scanner (`badsum/native/fs_common.h`) and must
 not be renumbered: the scanner writes them into `ISSUE_DTYPE` rows and the `counts` cube.
 Verdicts and flows are plain data; their reasons and records are `badsum.report.records`.
 """
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
 import numpy as np
+
+from badsum.wire import protofacts
 
 
 class Status(IntEnum):
@@ -95,7 +97,7 @@ class VerdictFlag(IntFlag):
 
 
 #: Depth cube bound: tunnel depth 0 (outermost) .. MAX_DEPTH-1; deeper levels are clipped.
-MAX_DEPTH = 8
+MAX_DEPTH = protofacts.MAX_DEPTH
 N_LAYERS = len(Layer)
 N_STATUS = len(Status)
 

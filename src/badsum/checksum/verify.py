@@ -22,6 +22,7 @@ from badsum.checksum.verdict import (
 from badsum.wire import frame as fr
 from badsum.wire.ipv4 import IPv4Header
 from badsum.wire.ports import PortTable, UDPTunnel
+from badsum.wire.protofacts import CSUM_AT
 
 #: A packet longer than this is a GSO/TSO/GRO super-frame when its checksum is partial.
 STANDARD_MTU = 1500
@@ -36,7 +37,8 @@ _L4_LAYER = {
     fr.PROTO_SCTP: Layer.SCTP,
     fr.PROTO_GRE: Layer.GRE,
 }
-_FIELD = {Layer.TCP: 16, Layer.UDP: 6, Layer.UDPLITE: 6, Layer.ICMP: 2, Layer.ICMPV6: 2, Layer.IGMP: 2, Layer.SCTP: 8, Layer.GRE: 4}
+#: Where each layer's checksum field sits in its header (wire/protofacts.CSUM_AT).
+_FIELD = {layer: CSUM_AT[proto] for proto, layer in _L4_LAYER.items()}
 _PSEUDO = frozenset({Layer.TCP, Layer.UDP, Layer.UDPLITE, Layer.ICMPV6})
 #: Checksums that transmit offload may leave pending (the kernel's CHECKSUM_PARTIAL).
 _OFFLOADABLE = frozenset({Layer.TCP, Layer.UDP, Layer.UDPLITE, Layer.ICMPV6})

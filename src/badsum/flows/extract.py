@@ -15,19 +15,11 @@ import numpy as np
 from badsum.flows.facts import FACTS_DTYPE, fact_of_frame
 from badsum.native import _fastscan
 from badsum.scan.batch import Batch
+from badsum.scan.fast import port_kinds
 from badsum.wire.frame import decode_frame
 from badsum.wire.ports import PortTable
 
 assert _fastscan.FACT_SIZE == FACTS_DTYPE.itemsize, "the C fact_row and FACTS_DTYPE drifted apart"
-
-
-def port_kinds(ports: PortTable) -> np.ndarray:
-    """The uint8[65536] table of UDP destination port -> tunnel kind, from the very table the
-    reference decoder uses (so both follow the same tunnels, whatever a user added)."""
-    table = np.zeros(65536, dtype=np.uint8)
-    for port, kind in ports.by_port.items():
-        table[port] = int(kind)
-    return table
 
 
 class FactExtractor:
@@ -37,11 +29,13 @@ class FactExtractor:
     part runs without the GIL.
     """
 
-    def __init__(self, vxlan_ports: tuple[int, ...] = (), fast: bool = True) -> None:
+    def __init__(self, vxlan_ports: tuple[int, ...] = (), fast: bool = True, ports: PortTable | None = None) -> None:
+        """`ports`: the caller's PortTable (the Scanner shares its own), else the defaults plus
+        VXLAN on `vxlan_ports`."""
         for p in vxlan_ports:
             if not 0 <= int(p) <= 0xFFFF:
                 raise ValueError(f"UDP port out of range: {p}")
-        self._ports = PortTable.with_vxlan_ports(tuple(vxlan_ports))
+        self._ports = ports if ports is not None else PortTable.with_vxlan_ports(tuple(vxlan_ports))
         self._table = port_kinds(self._ports)
         self.fast = fast
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from badsum.wire import icmp, ipv4, ipv6, tcp, udp
 from badsum.wire.frame import Frame, IPPacket
+from badsum.wire.protofacts import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE
 
 #: bit values of `ip_flags`
 IPF_DF = 0x01  # innermost packet has DF (IPv6: always, routers never fragment it)
@@ -63,7 +64,7 @@ FACTS_DTYPE = np.dtype(
 assert FACTS_DTYPE.itemsize == 136, FACTS_DTYPE.itemsize
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
-PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = 1, 6, 17, 58
+PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6 = IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6
 
 
 def _addr(raw: bytes) -> bytes:
@@ -165,7 +166,7 @@ def _quote(frame: Frame, icmp_pkt: IPPacket, out: np.void) -> None:
 
 
 #: Upper layers whose header starts with the source and destination ports.
-_PORTS_FIRST = frozenset({PROTO_TCP, PROTO_UDP, 132, 136})  # + SCTP, UDP-Lite
+_PORTS_FIRST = frozenset({PROTO_TCP, PROTO_UDP, IPPROTO_SCTP, IPPROTO_UDPLITE})  # ports lead the header
 
 
 # ---- flow keys, vectorised ----

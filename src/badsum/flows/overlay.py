@@ -25,8 +25,10 @@ from badsum.flows.base import (
 from badsum.flows.causes import causes_for
 from badsum.flows.facts import IPF_UDP_TUNNEL
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
+from badsum.wire.ports import NEXT_BY_UDP_PORT, UDPTunnel
 
-TUNNEL_BY_PORT = {4789: "vxlan", 8472: "vxlan", 6081: "geneve"}
+#: The default ports of the tunnels that carry Ethernet or IP over UDP, by name.
+TUNNEL_BY_PORT = {p: k.name.lower() for p, k in NEXT_BY_UDP_PORT.items() if k in (UDPTunnel.VXLAN, UDPTunnel.GENEVE)}
 #: Weave fastdp heartbeats and encapsulated traffic (weaveworks/weave router/fastdp.go).
 HEARTBEAT_PORT = 6784
 

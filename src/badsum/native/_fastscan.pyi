@@ -1,4 +1,5 @@
-"""Types of the C scanner extension (_fastscan.c): checksum scan, packet facts and flow kernels.
+"""Types of the C scanner extension: checksum scan (scan.c), packet facts (facts.c) and flow
+kernels (flowk.c), one module (module.c) over fs_common.h and the generated protofacts.h.
 
 Arrays are reached only through the buffer protocol (numpy arrays of the dtypes named below);
 argument order and shapes are checked in C and a mismatch raises TypeError or ValueError.
@@ -15,10 +16,19 @@ MAX_ROWS_PER_PACKET: int
 ISSUE_SIZE: int
 """Bytes of one issue row (badsum.checksum.verdict.ISSUE_DTYPE.itemsize)."""
 MAX_DEPTH: int
+"""Tunnel levels judged (badsum.wire.protofacts.MAX_DEPTH; the depth axis of `counts`)."""
 N_LAYERS: int
+"""len(badsum.checksum.verdict.Layer): the layer axis of `counts`."""
 N_STATUS: int
+"""len(badsum.checksum.verdict.Status): the status axis of `counts`."""
 FACT_SIZE: int
 """Bytes of one packet fact (badsum.flows.facts.FACTS_DTYPE.itemsize)."""
+MAX_VLAN_TAGS: int
+"""VLAN tags the facts walk follows, as the decoder (badsum.wire.protofacts.MAX_VLAN_TAGS)."""
+SCAN_VLAN_TAGS: int
+"""VLAN tags the checksum scan follows before it defers (badsum.wire.protofacts.SCAN_VLAN_TAGS)."""
+MAX_IPV6_EXT_HEADERS: int
+"""IPv6 extension headers walked (badsum.wire.protofacts.MAX_IPV6_EXT_HEADERS)."""
 
 def scan(
     buf: Buffer,

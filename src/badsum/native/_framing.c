@@ -59,6 +59,24 @@ static inline uint32_t rd32(const uint8_t *p, int sw) {
 #define LE32(x) (x)
 #endif
 
+/*
+ * A record's header is found only by reading the one before it, so the walk is a chain of loads
+ * that each wait on memory (perf: nine tenths of frame_pcap's time on the caplen load). Records lie
+ * one after another, so the bytes ahead are the ones it will need: prefetch every cache line up to
+ * FRAME_AHEAD bytes past the record being read. The checksum scan reads the same bytes right after
+ * (a chunk is a few megabytes), so it finds them in cache too.
+ */
+#define FRAME_AHEAD 8192
+#define LINE 64
+
+static inline void prefetch_to(const uint8_t **next, const uint8_t *want)
+{
+    for (const uint8_t *p = *next; p < want; p += LINE)
+        __builtin_prefetch(p);
+    if (*next < want)
+        *next = want;
+}
+
 #define PUT(arr, idx, type, val)                                                                   \
     do {                                                                                           \
         type v_ = (type)(val);                                                                     \
@@ -129,9 +147,11 @@ static PyObject *frame_pcap(PyObject *self, PyObject *args) {
     int status;
     unsigned long long detail = 0;
     const uint64_t frac_mul = nsec ? 1 : 1000;
+    const uint8_t *ahead = b + pos, *last = b + end;
 
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
+        prefetch_to(&ahead, end - pos > FRAME_AHEAD ? b + pos + FRAME_AHEAD : last);
         if (end - pos < hdr_len) {
             status = ST_NEED_MORE;
             detail = (unsigned long long)hdr_len;
@@ -306,9 +326,11 @@ static PyObject *frame_pcapng(PyObject *self, PyObject *args) {
     Py_ssize_t pos = start, n = out_index;
     int status;
     unsigned long long detail = 0;
+    const uint8_t *ahead = b + pos, *last = b + end;
 
     Py_BEGIN_ALLOW_THREADS
     for (;;) {
+        prefetch_to(&ahead, end - pos > FRAME_AHEAD ? b + pos + FRAME_AHEAD : last);
         if (end - pos < 12) {
             status = ST_NEED_MORE;
             detail = 12;

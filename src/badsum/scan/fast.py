@@ -8,25 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 
 from badsum.checksum.verdict import ISSUE_DTYPE, MAX_DEPTH, N_LAYERS, N_STATUS
 from badsum.native import _fastscan
 from badsum.scan.batch import Batch
-
-
-class PortKind(IntEnum):
-    """What a UDP destination port carries (values shared with the C scanner)."""
-
-    NONE = 0
-    #: Decoded by the scanner: the inner Ethernet frame is judged at depth + 1.
-    VXLAN = 1
-    #: Packets to these ports are deferred; they also earn the IPv6 zero-checksum exemption.
-    GENEVE = 2
-    GRE_UDP = 3
-    MPLS_UDP = 4
+from badsum.wire.ports import PortTable
 
 
 #: Slots of `FastResult.stats`.
@@ -36,26 +24,20 @@ STAT_PACKETS, STAT_BYTES, STAT_DEFERRED, STAT_KERNEL_OVERRIDES = 0, 1, 2, 3
 MAX_ROWS_PER_PACKET: int = _fastscan.MAX_ROWS_PER_PACKET
 
 
-def port_table(
-    vxlan_ports: Iterable[int] = (4789, 8472),
-    extra_vxlan: Iterable[int] = (),
-    geneve: Iterable[int] = (6081,),
-    gre_udp: Iterable[int] = (4754,),
-    mpls_udp: Iterable[int] = (6635,),
-) -> np.ndarray:
-    """The uint8[65536] PortKind table by UDP destination port (later kinds win a clash)."""
+def port_kinds(ports: PortTable) -> np.ndarray:
+    """The uint8[65536] table the C kernels read (UDP destination port -> UDPTunnel value), made
+    from the very PortTable the detailed decoder uses, so both paths follow the same tunnels."""
     table = np.zeros(65536, dtype=np.uint8)
-    for kind, ports in (
-        (PortKind.VXLAN, (*vxlan_ports, *extra_vxlan)),
-        (PortKind.GENEVE, geneve),
-        (PortKind.GRE_UDP, gre_udp),
-        (PortKind.MPLS_UDP, mpls_udp),
-    ):
-        for port in ports:
-            if not 0 <= port <= 0xFFFF:
-                raise ValueError(f"UDP port out of range: {port}")
-            table[port] = kind
+    for port, kind in ports.by_port.items():
+        if not 0 <= port <= 0xFFFF:
+            raise ValueError(f"UDP port out of range: {port}")
+        table[port] = int(kind)
     return table
+
+
+def port_table(extra_vxlan: Iterable[int] = ()) -> np.ndarray:
+    """`port_kinds` of the default tunnel ports (wire/protofacts.py) plus VXLAN on `extra_vxlan`."""
+    return port_kinds(PortTable.with_vxlan_ports(tuple(extra_vxlan)))
 
 
 @dataclass(frozen=True, slots=True)

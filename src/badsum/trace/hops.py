@@ -10,6 +10,7 @@ from badsum.trace.keys import innermost, payload_bounds, stack
 from badsum.trace.model import Observation
 from badsum.wire import sctp, tcp, tunnels, udp
 from badsum.wire.frame import IPPacket
+from badsum.wire.protofacts import IPPROTO_NAMES
 
 #: At most this many changed bytes are listed per pair of sightings.
 MAX_BYTES = 64
@@ -70,7 +71,7 @@ def _mac(raw: bytes) -> str:
 def describe(pkt: IPPacket) -> str:
     """One packet's addressing, e.g. `udp 198.51.100.1:40000 > 198.51.100.2:8472`."""
     s, d = addr(pkt.ip.src), addr(pkt.ip.dst)
-    name = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 47: "gre", 132: "sctp"}.get(pkt.proto, f"proto {pkt.proto}")
+    name = IPPROTO_NAMES.get(pkt.proto, f"proto {pkt.proto}")
     if isinstance(pkt.l4, (tcp.TCPHeader, udp.UDPHeader, sctp.SCTPHeader)):
         return f"{name} {s}:{pkt.l4.sport} > {d}:{pkt.l4.dport}"
     return f"{name} {s} > {d}"

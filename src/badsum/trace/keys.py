@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from badsum.wire import icmp, tcp, udp
 from badsum.wire.frame import Frame, IPPacket
+from badsum.wire.protofacts import IPPROTO_TCP
 
 #: Largest gap of IP ids between a super-frame and one of its segments (segment index).
 MAX_SEGMENTS = 1024
@@ -38,7 +39,7 @@ class PacketKey:
     @property
     def is_range(self) -> bool:
         """TCP with data: matched by overlapping sequence ranges."""
-        return self.proto == 6 and self.hi - self.lo > 0 and not self.extra
+        return self.proto == IPPROTO_TCP and self.hi - self.lo > 0 and not self.extra
 
     def bucket(self) -> tuple:
         return (self.ipver, self.proto, self.ack) if self.is_range else (self.ipver, self.proto, self.ident, self.lo,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-LINKTYPE_NFLOG = 239
+from badsum.wire.protofacts import LINKTYPE_NFLOG
+
+__all__ = ["LINKTYPE_NFLOG", "NFULA_PAYLOAD", "payload"]
+
 NFULA_PAYLOAD = 9
 
 

@@ -25,10 +25,10 @@ from badsum.trace.model import Observation, Point
 from badsum.trace.topology import RECREATES, SAME_BUFFER, Topology
 from badsum.wire import tcp, udp
 from badsum.wire.frame import IPPacket
+from badsum.wire.protofacts import CSUM_AT, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE
 
 PARTIAL, NAT_STALE, CORRUPTION, DROPPED = "partial", "nat-stale", "corruption", "dropped"
-_CSUM_AT = {Layer.TCP: 16, Layer.UDP: 6, Layer.UDPLITE: 6}
-_PROTO = {Layer.TCP: 6, Layer.UDP: 17, Layer.UDPLITE: 136}
+_PROTO = {Layer.TCP: IPPROTO_TCP, Layer.UDP: IPPROTO_UDP, Layer.UDPLITE: IPPROTO_UDPLITE}
 
 
 @dataclass(slots=True)
@@ -202,11 +202,11 @@ def _sum_with_tuple(data: bytes, pkt: IPPacket, tup: tuple[bytes, bytes, int, in
     if end is None or end > len(data) or pkt.l4 is None:
         return None
     seg = bytearray(data[pkt.l4_offset : end])
-    at = 16 if pkt.proto == 6 else 6
+    at = CSUM_AT[pkt.proto]
     if len(seg) < at + 2:
         return None
     seg[0:2], seg[2:4], seg[at : at + 2] = tup[2].to_bytes(2, "big"), tup[3].to_bytes(2, "big"), b"\0\0"
     src, dst = tup[0], tup[1]
     pseudo = inet.pseudo_v4(src, dst, pkt.proto, len(seg)) if len(src) == 4 else inet.pseudo_v6(src, dst, pkt.proto, len(seg))
     c = inet.complement(inet.add(pseudo, inet.ones_sum(bytes(seg))))
-    return 0xFFFF if c == 0 and pkt.proto == 17 else c
+    return 0xFFFF if c == 0 and pkt.proto == IPPROTO_UDP else c  # RFC 768

@@ -10,25 +10,26 @@ from dataclasses import dataclass, field
 
 from badsum.wire import icmp, igmp, ipv4, ipv6, sctp, tcp, tunnels, udp
 from badsum.wire.cursor import Cursor, DecodeIssue, Short
+from badsum.wire import protofacts as pf
 from badsum.wire.link import ETH_P_IP, ETH_P_IPV6, ETH_P_TEB, LinkHeader, decode_link, ethernet
 from badsum.wire.ports import PortTable, UDPTunnel
 
 #: Tunnel nesting bound (the outermost packet is depth 0).
-MAX_DEPTH = 8
+MAX_DEPTH = pf.MAX_DEPTH
 
-PROTO_ICMP = 1
-PROTO_IGMP = 2
-PROTO_IPIP = 4
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_IPV6 = 41
-PROTO_GRE = 47
-PROTO_ICMPV6 = 58
-PROTO_SCTP = 132
-PROTO_UDPLITE = 136
+PROTO_ICMP = pf.IPPROTO_ICMP
+PROTO_IGMP = pf.IPPROTO_IGMP
+PROTO_IPIP = pf.IPPROTO_IPIP
+PROTO_TCP = pf.IPPROTO_TCP
+PROTO_UDP = pf.IPPROTO_UDP
+PROTO_IPV6 = pf.IPPROTO_IPV6
+PROTO_GRE = pf.IPPROTO_GRE
+PROTO_ICMPV6 = pf.IPPROTO_ICMPV6
+PROTO_SCTP = pf.IPPROTO_SCTP
+PROTO_UDPLITE = pf.IPPROTO_UDPLITE
 
-ETH_P_MPLS = frozenset({0x8847, 0x8848})
-ETH_P_CISCO_METADATA = 0x8909
+ETH_P_MPLS = pf.ETH_P_MPLS
+ETH_P_CISCO_METADATA = pf.ETH_P_CISCO_METADATA
 
 L4Header = tcp.TCPHeader | udp.UDPHeader | icmp.ICMPHeader | igmp.IGMPHeader | sctp.SCTPHeader | tunnels.GREHeader
 IPHeader = ipv4.IPv4Header | ipv6.IPv6Header
@@ -268,7 +269,7 @@ class _Decoder:
         elif kind == UDPTunnel.GRE_IN_UDP:
             self.gre_payload(tunnels.gre(c), c, end, depth)
         elif kind == UDPTunnel.MPLS_IN_UDP:
-            self.network(0x8847, pos, end, depth + 1, quoted=False)
+            self.network(pf.ETH_P_MPLS_UC, pos, end, depth + 1, quoted=False)
 
     def gre_payload(self, g: tunnels.GREHeader, c: Cursor, end: int, depth: int) -> None:
         self.f.tunnels.append(g)
@@ -290,13 +291,4 @@ class _Decoder:
         self.network(inner.ethertype, c.pos, end, depth, quoted=False)
 
 
-_PROTO_NAMES = {
-    PROTO_TCP: "tcp",
-    PROTO_UDP: "udp",
-    PROTO_UDPLITE: "udplite",
-    PROTO_ICMP: "icmp",
-    PROTO_ICMPV6: "icmpv6",
-    PROTO_IGMP: "igmp",
-    PROTO_SCTP: "sctp",
-    PROTO_GRE: "gre",
-}
+_PROTO_NAMES = pf.IPPROTO_NAMES

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor
+from badsum.wire.protofacts import CSUM_AT, IPPROTO_ICMP
 
-CHECKSUM_OFFSET = 2
+CHECKSUM_OFFSET = CSUM_AT[IPPROTO_ICMP]
 
 #: ICMPv4 types whose body quotes the IP header and the first bytes of the offending packet.
 ICMP4_ERRORS = frozenset({3, 4, 5, 11, 12})

@@ -5,11 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor, DecodeIssue
+from badsum.wire.protofacts import IPOPT_END, IPOPT_LSRR, IPOPT_NOP, IPOPT_SSRR
 
-IPOPT_END = 0
-IPOPT_NOP = 1
-IPOPT_LSRR = 131
-IPOPT_SSRR = 137
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,21 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor, DecodeIssue, Short
+from badsum.wire import protofacts as pf
 
-HOPOPT = 0
-ROUTING = 43
-FRAGMENT = 44
-ESP = 50
-AH = 51
-NONE = 59
-DSTOPTS = 60
-MOBILITY = 135
-HIP = 139
-SHIM6 = 140
-EXT_HEADERS = frozenset({HOPOPT, ROUTING, FRAGMENT, AH, DSTOPTS, MOBILITY, HIP, SHIM6, 253, 254})
-MAX_EXT_HEADERS = 16
+# The header names as RFC 8200 uses them; the numbers live in wire/protofacts.py.
+HOPOPT = pf.IPPROTO_HOPOPTS
+ROUTING = pf.IPPROTO_ROUTING
+FRAGMENT = pf.IPPROTO_FRAGMENT
+ESP = pf.IPPROTO_ESP
+AH = pf.IPPROTO_AH
+NONE = pf.IPPROTO_NONE
+DSTOPTS = pf.IPPROTO_DSTOPTS
+MOBILITY = pf.IPPROTO_MH
+HIP = pf.IPPROTO_HIP
+SHIM6 = pf.IPPROTO_SHIM6
+EXT_HEADERS = pf.IPV6_EXT_HEADERS
+MAX_EXT_HEADERS = pf.MAX_IPV6_EXT_HEADERS
 
-OPT_JUMBO = 0xC2
+OPT_JUMBO = pf.IPV6_OPT_JUMBO
 OPT_HOME_ADDRESS = 0xC9
 
 

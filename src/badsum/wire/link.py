@@ -5,46 +5,49 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor
+from badsum.wire.protofacts import (
+    DECODED_LINKTYPES,
+    ETH_P_802_3_MIN,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    ETH_P_TEB,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_IPV6,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    LINKTYPE_PPP,
+    LINKTYPE_PPP_HDLC,
+    LINKTYPE_RAW,
+    LINKTYPE_RAW_12,
+    LINKTYPE_RAW_14,
+    MAX_VLAN_TAGS,
+    NULL_AF_INET,
+    NULL_AF_INET6,
+    VLAN_TPIDS,
+)
 
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
-ETH_P_TEB = 0x6558  # transparent Ethernet bridging (GRE/NVGRE carrying Ethernet)
-VLAN_TPIDS = frozenset({0x8100, 0x88A8, 0x9100, 0x9200})
-MAX_VLAN_TAGS = 8
-
-# BSD loopback address families that mean IPv6 on the various BSDs and macOS.
-_NULL_AF_INET6 = frozenset({24, 28, 30})
-
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_PPP = 9
-LINKTYPE_RAW_12 = 12
-LINKTYPE_RAW_14 = 14
-LINKTYPE_PPP_HDLC = 50
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+# Importers name these through this module (frame.py, checksum/, follow/, cli/); they are stated
+# in wire/protofacts.py.
+__all__ = [
+    "ETH_P_IP",
+    "ETH_P_IPV6",
+    "ETH_P_TEB",
+    "LINKTYPE_ETHERNET",
+    "LINKTYPE_RAW",
+    "MAX_VLAN_TAGS",
+    "SUPPORTED",
+    "VLAN_TPIDS",
+    "LinkHeader",
+    "decode_link",
+    "ethernet",
+    "ethertype_of_ip_version",
+]
 
 #: Link types badsum decodes. Anything else is counted as unknown, never fatal.
-SUPPORTED = frozenset(
-    {
-        LINKTYPE_NULL,
-        LINKTYPE_ETHERNET,
-        LINKTYPE_PPP,
-        LINKTYPE_RAW_12,
-        LINKTYPE_RAW_14,
-        LINKTYPE_PPP_HDLC,
-        LINKTYPE_RAW,
-        LINKTYPE_LOOP,
-        LINKTYPE_LINUX_SLL,
-        LINKTYPE_IPV4,
-        LINKTYPE_IPV6,
-        LINKTYPE_LINUX_SLL2,
-    }
-)
+SUPPORTED = DECODED_LINKTYPES
 
 _PPP_TO_ETHERTYPE = {0x0021: ETH_P_IP, 0x0057: ETH_P_IPV6}
 
@@ -73,7 +76,7 @@ def ethernet(c: Cursor) -> LinkHeader:
     dst = c.pull_bytes(6)
     src = c.pull_bytes(6)
     etype, vlans = _vlan_tags(c, c.pull_u16())
-    if etype < 0x0600:  # 802.3 length field: LLC/SNAP, not IP
+    if etype < ETH_P_802_3_MIN:  # 802.3 length field: LLC/SNAP, not IP
         etype = 0
     return LinkHeader("ethernet", start, etype, vlans, src, dst)
 
@@ -103,18 +106,18 @@ def decode_link(c: Cursor, linktype: int) -> LinkHeader | None:
         alen = c.pull_u16()
         addr = c.pull_bytes(8)[: min(alen, 8)]
         proto, vlans = _vlan_tags(c, c.pull_u16())
-        return LinkHeader("sll", start, proto if proto >= 0x0600 else 0, vlans, src=addr)
+        return LinkHeader("sll", start, proto if proto >= ETH_P_802_3_MIN else 0, vlans, src=addr)
     if linktype == LINKTYPE_LINUX_SLL2:
         first = c.pull_u16()
         c.skip(2 + 4 + 2 + 1 + 1)  # reserved, ifindex, ARPHRD, packet type, addr len
         addr = c.pull_bytes(8)
         proto, vlans = _vlan_tags(c, first)
-        return LinkHeader("sll2", start, proto if proto >= 0x0600 else 0, vlans, src=addr)
+        return LinkHeader("sll2", start, proto if proto >= ETH_P_802_3_MIN else 0, vlans, src=addr)
     if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
         raw = c.pull_bytes(4)
         # NULL stores the family in host byte order of the capturing machine; LOOP in network order.
         fam = min(int.from_bytes(raw, "little"), int.from_bytes(raw, "big"))
-        etype = ETH_P_IP if fam == 2 else ETH_P_IPV6 if fam in _NULL_AF_INET6 else 0
+        etype = ETH_P_IP if fam == NULL_AF_INET else ETH_P_IPV6 if fam in NULL_AF_INET6 else 0
         return LinkHeader("null", start, etype)
     if linktype in (LINKTYPE_PPP, LINKTYPE_PPP_HDLC):
         first = c.pull_u8()

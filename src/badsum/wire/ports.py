@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 
+# The kinds and the default ports are stated once, in wire/protofacts.py (the C kernels index
+# their port table with the same values).
+from badsum.wire.protofacts import NEXT_BY_UDP_PORT, UDPTunnel
 
-class UDPTunnel(IntEnum):
-    """Tunnel kinds carried over UDP. Values are shared with the C scanner's port table."""
-
-    NONE = 0
-    VXLAN = 1
-    GENEVE = 2
-    GRE_IN_UDP = 3
-    MPLS_IN_UDP = 4
-
-
-#: Defaults: VXLAN on the IANA port and on Linux's/flannel's 8472; Geneve; GRE-in-UDP (RFC 8086).
-NEXT_BY_UDP_PORT: dict[int, UDPTunnel] = {
-    4789: UDPTunnel.VXLAN,
-    8472: UDPTunnel.VXLAN,
-    6081: UDPTunnel.GENEVE,
-    4754: UDPTunnel.GRE_IN_UDP,
-    6635: UDPTunnel.MPLS_IN_UDP,
-}
+__all__ = ["NEXT_BY_UDP_PORT", "PortTable", "UDPTunnel"]
 
 
 @dataclass(frozen=True, slots=True)

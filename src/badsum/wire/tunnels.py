@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor
-
-VXLAN_FLAG_I = 0x08
+from badsum.wire.protofacts import VXLAN_FLAG_I
 
 GRE_C = 0x8000
 GRE_K = 0x2000

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from badsum.wire.cursor import Cursor
+from badsum.wire.protofacts import CSUM_AT, IPPROTO_UDP
 
-CHECKSUM_OFFSET = 6
+CHECKSUM_OFFSET = CSUM_AT[IPPROTO_UDP]
 
 
 @dataclass(frozen=True, slots=True)
