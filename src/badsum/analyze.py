@@ -17,9 +17,12 @@ turns them into symptoms at the end (SYN ladders, PMTU, icmp-only ...).
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -46,6 +49,17 @@ from badsum.wire.ports import PortTable
 
 #: Examples of decode issues kept for the report (the counts are complete).
 MAX_ISSUE_EXAMPLES = 20
+
+
+def _put(q: queue.Queue, item: tuple, stop: threading.Event) -> bool:
+    """Put unless the consumer has gone (`stop`); False then."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class RowSink(Protocol):
@@ -132,16 +146,40 @@ class Scanner:
             for b in batches:
                 yield b, self._work(b)
             return
-        # A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
+        # The reader (framing, inflate) runs on a thread of its own and hands batches to `jobs`
+        # workers, while this thread runs the flow analysis and the sinks in frame order: with the
+        # reader in this thread, framing and the analysis took turns and a second job sped up only
+        # the scan. A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
         with ThreadPoolExecutor(max_workers=self.config.jobs, thread_name_prefix="badsum-scan") as pool:
-            window: list[tuple[Batch, Future]] = []
-            for b in batches:
-                window.append((b, pool.submit(self._work, b)))
-                if len(window) > self.config.jobs:
-                    first, fut = window.pop(0)
-                    yield first, fut.result()
-            for b, fut in window:
-                yield b, fut.result()
+            window: queue.Queue = queue.Queue(maxsize=max(1, self.config.jobs - 1))
+            stop = threading.Event()
+
+            def read() -> None:
+                try:
+                    for b in batches:
+                        if not _put(window, (b, pool.submit(self._work, b)), stop):
+                            return
+                except BaseException as exc:  # handed to the consumer, after the batches before it
+                    _put(window, (None, exc), stop)
+                    return
+                _put(window, (None, None), stop)
+
+            reader = threading.Thread(target=read, name="badsum-read", daemon=True)
+            reader.start()
+            try:
+                while True:
+                    b, fut = window.get()
+                    if b is None:
+                        if fut is not None:
+                            raise fut
+                        break
+                    yield b, fut.result()
+            finally:
+                stop.set()
+                with contextlib.suppress(queue.Empty):
+                    while True:
+                        window.get_nowait()
+                reader.join()
 
     def _finish_batch(self, batch: Batch, fast: FastResult | None, facts: np.ndarray | None = None) -> None:
         s = self.summary
