@@ -17,7 +17,6 @@ turns them into symptoms at the end (SYN ladders, PMTU, icmp-only ...).
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 from collections import Counter
@@ -51,14 +50,11 @@ from badsum.wire.ports import PortTable
 MAX_ISSUE_EXAMPLES = 20
 
 
-def _put(q: queue.Queue, item: tuple, stop: threading.Event) -> bool:
-    """Put unless the consumer has gone (`stop`); False then."""
+def _acquire(permits: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take a permit unless the consumer has gone (`stop`); False then."""
     while not stop.is_set():
-        try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
+        if permits.acquire(timeout=0.1):
+            return not stop.is_set()
     return False
 
 
@@ -128,6 +124,9 @@ class Scanner:
             self._finish_batch(batch, fast, facts)
             if progress is not None:
                 progress(batch)
+            # Drop the batch before the next one is read: it pins its mapped window of the file
+            # (8 MiB of resident pages) and would otherwise stay alive through the next read.
+            del batch, fast, facts
         late = verdicts_to_rows(self.judge.expired(final=True))
         self._emit_late(late)
         if self.analyzer is not None:
@@ -145,24 +144,33 @@ class Scanner:
         if self.config.jobs <= 1:
             for b in batches:
                 yield b, self._work(b)
+                del b  # not alive while the next batch is read (see run)
             return
         # The reader (framing, inflate) runs on a thread of its own and hands batches to `jobs`
         # workers, while this thread runs the flow analysis and the sinks in frame order: with the
         # reader in this thread, framing and the analysis took turns and a second job sped up only
-        # the scan. A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
+        # the scan. At most `jobs` batches are read and not yet finished (each pins a chunk of the
+        # file): the reader takes a permit before it reads one, this thread returns it when done.
         with ThreadPoolExecutor(max_workers=self.config.jobs, thread_name_prefix="badsum-scan") as pool:
-            window: queue.Queue = queue.Queue(maxsize=max(1, self.config.jobs - 1))
+            window: queue.Queue = queue.Queue()
+            permits = threading.Semaphore(self.config.jobs)
             stop = threading.Event()
 
             def read() -> None:
+                it = iter(batches)
                 try:
-                    for b in batches:
-                        if not _put(window, (b, pool.submit(self._work, b)), stop):
-                            return
+                    while _acquire(permits, stop):
+                        b = next(it, None)
+                        if b is None:
+                            break
+                        window.put((b, pool.submit(self._work, b)))
+                        del b
+                    else:
+                        return
                 except BaseException as exc:  # handed to the consumer, after the batches before it
-                    _put(window, (None, exc), stop)
+                    window.put((None, exc))
                     return
-                _put(window, (None, None), stop)
+                window.put((None, None))
 
             reader = threading.Thread(target=read, name="badsum-read", daemon=True)
             reader.start()
@@ -174,11 +182,11 @@ class Scanner:
                             raise fut
                         break
                     yield b, fut.result()
+                    del b, fut
+                    permits.release()
             finally:
                 stop.set()
-                with contextlib.suppress(queue.Empty):
-                    while True:
-                        window.get_nowait()
+                permits.release()  # a reader waiting for a permit sees `stop`
                 reader.join()
 
     def _finish_batch(self, batch: Batch, fast: FastResult | None, facts: np.ndarray | None = None) -> None:
