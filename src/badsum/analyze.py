@@ -167,7 +167,7 @@ class Scanner:
                         del b
                     else:
                         return
-                except BaseException as exc:  # handed to the consumer, after the batches before it
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, after the batches before it
                     window.put((None, exc))
                     return
                 window.put((None, None))

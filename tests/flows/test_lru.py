@@ -59,6 +59,6 @@ def test_lex_groups_as_unique_axis0() -> None:
     w = rng.integers(0, 4, size=(300, 3)).astype(np.uint64) << np.uint64(62)
     w[:, 2] |= rng.integers(0, 3, size=300).astype(np.uint64)
     first, group = lex_groups(*w.T)
-    keys, want_first, want_inverse = np.unique(w, axis=0, return_index=True, return_inverse=True)
+    _, want_first, want_inverse = np.unique(w, axis=0, return_index=True, return_inverse=True)
     assert first.tolist() == want_first.tolist() and group.tolist() == want_inverse.ravel().tolist()
     assert lex_groups(np.zeros(0, dtype=np.uint64))[0].tolist() == []

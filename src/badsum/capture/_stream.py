@@ -181,7 +181,7 @@ class _ReadAhead:
         while not self._stop.is_set():
             try:
                 buf = self._src.read_piece(self._piece)
-            except BaseException as exc:  # delivered to the consumer, in order
+            except BaseException as exc:  # noqa: BLE001 - delivered to the consumer, in order
                 self._put((None, exc))
                 return
             if not buf:

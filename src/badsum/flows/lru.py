@@ -19,7 +19,6 @@ import numpy as np
 
 from badsum.flows.facts import _mix
 
-
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 
 

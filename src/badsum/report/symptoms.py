@@ -56,7 +56,8 @@ def _where(s: Symptom) -> str:
 
 def render_symptoms(symptoms: Sequence[Symptom], console: Console, verbose: bool = False) -> None:
     """One block per symptom: what, where, the likely causes; the evidence frames with -v."""
-    from rich.markup import escape  # rich only for text: --json and --jsonl runs never load it
+    # rich only for text: --json and --jsonl runs never load it
+    from rich.markup import escape
 
     if not symptoms:
         return
