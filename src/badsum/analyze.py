@@ -17,9 +17,11 @@ turns them into symptoms at the end (SYN ladders, PMTU, icmp-only ...).
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +49,14 @@ from badsum.wire.ports import PortTable
 
 #: Examples of decode issues kept for the report (the counts are complete).
 MAX_ISSUE_EXAMPLES = 20
+
+
+def _acquire(permits: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take a permit unless the consumer has gone (`stop`); False then."""
+    while not stop.is_set():
+        if permits.acquire(timeout=0.1):
+            return not stop.is_set()
+    return False
 
 
 class RowSink(Protocol):
@@ -121,6 +131,9 @@ class Scanner:
             self._finish_batch(batch, fast, facts)
             if progress is not None:
                 progress(batch)
+            # Drop the batch before the next one is read: it pins its mapped window of the file
+            # (8 MiB of resident pages) and would otherwise stay alive through the next read.
+            del batch, fast, facts
         late = verdicts_to_rows(self.judge.expired(final=True))
         self._emit_late(late)
         if self.analyzer is not None:
@@ -138,17 +151,50 @@ class Scanner:
         if self.config.jobs <= 1:
             for b in batches:
                 yield b, self._work(b)
+                del b  # not alive while the next batch is read (see run)
             return
-        # A bounded window of in-flight batches keeps memory at about (jobs + 1) chunks.
+        # The reader (framing, inflate) runs on a thread of its own and hands batches to `jobs`
+        # workers, while this thread runs the flow analysis and the sinks in frame order: with the
+        # reader in this thread, framing and the analysis took turns and a second job sped up only
+        # the scan. At most `jobs` batches are read and not yet finished (each pins a chunk of the
+        # file): the reader takes a permit before it reads one, this thread returns it when done.
         with ThreadPoolExecutor(max_workers=self.config.jobs, thread_name_prefix="badsum-scan") as pool:
-            window: list[tuple[Batch, Future]] = []
-            for b in batches:
-                window.append((b, pool.submit(self._work, b)))
-                if len(window) > self.config.jobs:
-                    first, fut = window.pop(0)
-                    yield first, fut.result()
-            for b, fut in window:
-                yield b, fut.result()
+            window: queue.Queue = queue.Queue()
+            permits = threading.Semaphore(self.config.jobs)
+            stop = threading.Event()
+
+            def read() -> None:
+                it = iter(batches)
+                try:
+                    while _acquire(permits, stop):
+                        b = next(it, None)
+                        if b is None:
+                            break
+                        window.put((b, pool.submit(self._work, b)))
+                        del b
+                    else:
+                        return
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, after the batches before it
+                    window.put((None, exc))
+                    return
+                window.put((None, None))
+
+            reader = threading.Thread(target=read, name="badsum-read", daemon=True)
+            reader.start()
+            try:
+                while True:
+                    b, fut = window.get()
+                    if b is None:
+                        if fut is not None:
+                            raise fut
+                        break
+                    yield b, fut.result()
+                    del b, fut
+                    permits.release()
+            finally:
+                stop.set()
+                permits.release()  # a reader waiting for a permit sees `stop`
+                reader.join()
 
     def _finish_batch(self, batch: Batch, fast: FastResult | None, facts: np.ndarray | None = None) -> None:
         s = self.summary

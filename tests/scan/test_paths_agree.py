@@ -177,3 +177,58 @@ def test_a_user_vxlan_port_on_the_geneve_port_agrees(tmp_path: Path) -> None:
     assert len(fast.deferred) == 0  # read as VXLAN by the C scanner, as the user asked
     assert sorted(map(tuple, fast.issues[KEY].tolist())) == sorted(map(tuple, slow[KEY].tolist()))
     assert any(int(r["depth"]) == 1 for r in slow)
+
+
+def _jsonl(path: Path, jobs: int, chunk: int = 1 << 12) -> tuple[str, list, dict]:
+    from io import StringIO
+
+    from badsum.report.sinks import JsonLinesSink
+
+    out = StringIO()
+    scanner = Scanner(ScanConfig(jobs=jobs), [JsonLinesSink(out)])
+    with open_capture(path, chunk_size=chunk) as reader:  # tiny chunks: many batches in flight
+        summary = scanner.run(reader)
+    return out.getvalue(), summary.symptoms, summary.flow_stats
+
+
+@pytest.mark.parametrize("jobs", [2, 4])
+def test_jsonl_and_symptoms_the_same_with_jobs(tmp_path: Path, jobs: int) -> None:
+    # The reader runs on its own thread with --jobs: records, their order and the flow analysis
+    # must not notice.
+    paths = [tmp_path / "zoo.pcap", *own_captures()]
+    write_zoo(paths[0])
+    for p in paths:
+        one = _jsonl(p, 1)
+        assert one[0] and _jsonl(p, jobs) == one, p.name
+
+
+def test_jobs_keep_the_packets_before_damage(tmp_path: Path) -> None:
+    p = tmp_path / "zoo.pcap"
+    write_zoo(p)
+    cut = tmp_path / "cut.pcap"
+    data = p.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with open_capture(cut, chunk_size=1 << 12) as r1:
+        s1 = Scanner(ScanConfig(jobs=1)).run(r1)
+        e1 = [(e.code, e.offset) for e in r1.errors]
+    with open_capture(cut, chunk_size=1 << 12) as r2:
+        s2 = Scanner(ScanConfig(jobs=2)).run(r2)
+        e2 = [(e.code, e.offset) for e in r2.errors]
+    assert e1 and e1 == e2 and s1.packets == s2.packets and np.array_equal(s1.counts, s2.counts)
+
+
+def test_jobs_stop_when_a_sink_fails(tmp_path: Path) -> None:
+    import threading
+
+    class Fails:
+        def rows(self, batch, rows) -> None:  # noqa: ANN001
+            raise BrokenPipeError
+
+        def late_rows(self, rows) -> None:  # noqa: ANN001
+            pass
+
+    p = tmp_path / "zoo.pcap"
+    write_zoo(p)
+    with open_capture(p, chunk_size=1 << 10) as reader, pytest.raises(BrokenPipeError):
+        Scanner(ScanConfig(jobs=2), [Fails()]).run(reader)
+    assert not [t for t in threading.enumerate() if t.name == "badsum-read"]

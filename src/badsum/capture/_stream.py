@@ -3,6 +3,14 @@
 Everything is streamed: a gzip file is inflated piece by piece through zlib with a bounded output
 size per call, never loaded whole, and never seeked (standard input and pipes cannot seek).
 gzip is recognised by its magic bytes (1f 8b), not by the file name.
+
+The inflater is zlib-ng's zlib-compatible module when it is installed (`pip install badsum[fast]`),
+else the standard library's zlib: both keep `decompressobj().copy()` and zlib's error messages,
+which the damage handling below relies on. python-isal's isal_zlib inflates this kind of capture
+about 20% faster but has no `copy()` and one message for both trailer checks, so the packets
+before a damaged call and the gzip.crc_mismatch / gzip.length_mismatch codes could not be kept.
+A gzip source inflates on its own thread, ahead of the reader (inflate releases the GIL), so the
+scan of one chunk overlaps the inflate of the next.
 """
 
 from __future__ import annotations
@@ -10,16 +18,34 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import queue
 import stat
 import sys
+import threading
 import zlib
 from collections.abc import Callable
+from types import ModuleType
 from typing import BinaryIO, Protocol
 
 from badsum.capture.errors import CaptureOpenError
 
 GZIP_MAGIC = b"\x1f\x8b"
 _COMPRESSED_READ = 1 << 20
+_AHEAD_PIECE = 4 << 20
+"""Bytes the inflate thread hands over at a time; two pieces wait at most (memory stays flat)."""
+
+
+def inflate_backends() -> list[tuple[str, ModuleType]]:
+    """The zlib-compatible inflaters installed, fastest first; the standard library's zlib last."""
+    out = []
+    try:
+        from zlib_ng import zlib_ng
+    except ImportError:
+        pass
+    else:
+        out.append(("zlib-ng", zlib_ng))
+    out.append(("zlib", zlib))
+    return out
 
 
 class StreamDamage(Exception):
@@ -71,15 +97,22 @@ class _Gunzip:
     keeps the packets that precede a truncated or corrupt gzip tail.
     """
 
-    def __init__(self, raw: _Plain) -> None:
+    def __init__(self, raw: _Plain, backend: ModuleType | None = None) -> None:
         self._raw = raw
-        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._z = backend or inflate_backends()[0][1]
+        self._d = self._z.decompressobj(16 + zlib.MAX_WBITS)
         self._in = b""
         self._mid_member = False
         self._damage: StreamDamage | None = None
         """Found while inflating; raised once the bytes before it are delivered."""
 
     def readinto(self, view: memoryview) -> int:
+        out = self.read_piece(len(view))
+        view[: len(out)] = out
+        return len(out)
+
+    def read_piece(self, limit: int) -> bytes:
+        """Up to `limit` inflated bytes (b"" at the end), as inflate made them: no copy."""
         if self._damage is not None:
             raise self._damage
         while True:
@@ -88,13 +121,13 @@ class _Gunzip:
                 if not self._in:
                     if self._mid_member:
                         raise StreamDamage("gzip.truncated", "the gzip stream ends inside a member")
-                    return 0
+                    return b""
             if self._d.eof:
                 if not self._in.strip(b"\0"):  # zero padding after the last member (tape, dd)
                     self._in = b""
                     continue
-                self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            out = self._inflate(len(view))
+                self._d = self._z.decompressobj(16 + zlib.MAX_WBITS)
+            out = self._inflate(limit)
             if self._damage is not None:
                 if not out:
                     raise self._damage
@@ -102,14 +135,13 @@ class _Gunzip:
                 self._mid_member = not self._d.eof
                 self._in = self._d.unused_data if self._d.eof else self._d.unconsumed_tail
             if out:
-                view[: len(out)] = out
-                return len(out)
+                return out
 
     def _inflate(self, limit: int) -> bytes:
         before = self._d.copy()
         try:
             return self._d.decompress(self._in, limit)
-        except zlib.error as exc:
+        except self._z.error as exc:
             self._damage = _gzip_damage(exc)
         # zlib drops the whole output of a call that fails, up to `limit` (a chunk, 8 MiB): at a bad
         # CRC trailer that is the capture's last packets, every packet of a small file. Find the
@@ -119,14 +151,79 @@ class _Gunzip:
             mid = (ok + bad) // 2
             try:
                 out = before.copy().decompress(self._in[:mid], limit)
-            except zlib.error:
+            except self._z.error:
                 bad = mid
             else:
                 ok, good = mid, out
         return good
 
 
-def _gzip_damage(exc: zlib.error) -> StreamDamage:
+class _ReadAhead:
+    """A byte source read on a thread of its own, a few pieces ahead of the consumer.
+
+    What the source delivers before an exception (StreamDamage, OSError) is handed over first,
+    then the exception is raised in the consumer, in order: the reader sees the same bytes and the
+    same damage as without the thread.
+    """
+
+    def __init__(self, source: _Gunzip, piece: int = _AHEAD_PIECE) -> None:
+        self._src = source
+        self._piece = piece
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._cur = memoryview(b"")
+        self._end: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, name="badsum-inflate", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        while not self._stop.is_set():
+            try:
+                buf = self._src.read_piece(self._piece)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the consumer, in order
+                self._put((None, exc))
+                return
+            if not buf:
+                self._put((None, None))
+                return
+            self._put((buf, None))
+
+    def _put(self, item: tuple) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def readinto(self, view: memoryview) -> int:
+        while not len(self._cur):
+            if self._end is not None:
+                raise self._end
+            if self._done:
+                return 0
+            buf, exc = self._q.get()
+            if buf is None:
+                self._done = True
+                self._end = exc
+            else:
+                self._cur = memoryview(buf)
+        n = min(len(view), len(self._cur))
+        view[:n] = self._cur[:n]
+        self._cur = self._cur[n:]
+        return n
+
+    def close(self) -> None:
+        """Stop the thread (before its file is closed under it)."""
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._q.get_nowait()
+        self._thread.join()
+
+
+def _gzip_damage(exc: Exception) -> StreamDamage:
     # zlib's own words for the trailer checks (inflate.c): the data inflated, the trailer disagrees.
     if "incorrect data check" in str(exc):
         return StreamDamage("gzip.crc_mismatch", "the CRC-32 in the gzip trailer does not match the inflated data")
@@ -163,8 +260,15 @@ def open_source(
         raise CaptureOpenError(name, "io_error", exc.strerror or str(exc)) from None
     plain = _Plain(fileobj, head)
     compressed = head == GZIP_MAGIC
-    byte_source: ByteSource = _Gunzip(plain) if compressed else plain
-    return byte_source, compressed, name, (lambda: _close_quietly(owned))
+    if not compressed:
+        return plain, False, name, (lambda: _close_quietly(owned))
+    ahead = _ReadAhead(_Gunzip(plain))
+
+    def close() -> None:
+        ahead.close()
+        _close_quietly(owned)
+
+    return ahead, True, name, close
 
 
 def _open_path(name: str) -> BinaryIO:

@@ -7,19 +7,13 @@ import ipaddress
 import os
 import stat
 import sys
-
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from typing import TYPE_CHECKING
 
 from badsum.analyze import ScanConfig, Scanner, ScanSummary
 from badsum.capture import CaptureOpenError, CaptureReader, open_capture
-from badsum.capture.pcapng_writer import PcapngWriter
 from badsum.cli.argtypes import int_range, port, unsafe_output
 from badsum.cli.result import ExitCode, Failure, Result, say
-from badsum.cli.snapshot import read_snapshot
 from badsum.flows.udp6 import Receiver
-from badsum.host.model import HostSnapshot
 from badsum.outfile import UnsafeTarget
 from badsum.report.envelope import Envelope
 from badsum.report.output import OutputError, Stdout, cannot_write, stdout
@@ -32,6 +26,15 @@ from badsum.report.pcap_report import (
 )
 from badsum.report.sinks import AnnotateSink, JsonLinesSink
 from badsum.report.symptoms import write_symptom_lines
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from badsum.capture.pcapng_writer import PcapngWriter
+    from badsum.host.model import HostSnapshot
+
+# Start-up: what only some runs need (rich for text, the snapshot reader, the pcapng writer) is
+# imported where it is used; `badsum pcap --jsonl` pays for the scan and the flow analysis only.
 
 HELP = "verify every checksum in a capture and find the symptoms (SYN ladders, PMTU, ping-only)"
 EXAMPLES = """\
@@ -152,6 +155,8 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
         if args.no_symptoms:
             return _refuse(args, out, Failure("snapshot.without_symptoms", "--snapshot feeds the flow analysis: "
                                                                           "not with --no-symptoms", ExitCode.USAGE))
+        from badsum.cli.snapshot import read_snapshot
+
         try:
             receivers = receivers_from_snapshot(read_snapshot(args.snapshot))
         except Failure as e:
@@ -195,6 +200,8 @@ def _run(args: argparse.Namespace, out: Stdout) -> int:
             console = _stdout_console(out)
             render_text(summary, meta, console, verbose=args.verbose)
             if writer is not None and not reader.errors:
+                from rich.markup import escape
+
                 console.print(f"\nannotated copy: {escape(args.annotate)} ({writer.packets:,} packets)")
         for e in errors:
             say(f"input damaged at byte {e['offset']}: {e['message']}" if "offset" in e else e["message"])
@@ -214,6 +221,8 @@ def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader,
     if args.jsonl:
         sinks.append(JsonLinesSink(out))
     if args.annotate:
+        from badsum.capture.pcapng_writer import PcapngWriter
+
         try:
             writer = PcapngWriter(args.annotate)
         except UnsafeTarget as e:  # it changed since the check above
@@ -249,14 +258,15 @@ def _scan(args: argparse.Namespace, out: Stdout, reader: CaptureReader,
     return summary, writer
 
 
-class _StdoutConsole(Console):
-    def on_broken_pipe(self) -> None:
-        # rich exits 1 when the reader goes away (`badsum pcap F | head`): that would read as
-        # "findings". Hand it to main(), which exits 141 as a SIGPIPE'd process would.
-        raise BrokenPipeError
-
-
 def _stdout_console(out: Stdout) -> Console:
+    from rich.console import Console
+
+    class _StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich exits 1 when the reader goes away (`badsum pcap F | head`): that would read as
+            # "findings". Hand it to main(), which exits 141 as a SIGPIPE'd process would.
+            raise BrokenPipeError
+
     # Piped output is read by people too: do not hard-wrap it at 80 columns.
     probe = Console(file=out)
     if probe.is_terminal:
@@ -265,6 +275,9 @@ def _stdout_console(out: Stdout) -> Console:
 
 
 def _run_with_progress(scanner: Scanner, reader, path: str):  # noqa: ANN001
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     console = Console(stderr=True, highlight=False)
     total = None
     if path != "-" and not reader.compressed:

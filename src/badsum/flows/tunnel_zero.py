@@ -13,12 +13,13 @@ this is exact for a capture at one point.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from badsum.checksum.verdict import Flow, Layer, Status
 from badsum.flows.base import (
     BatchView,
-    Bounded,
     Limits,
     addr_text,
     addr_words,
@@ -27,7 +28,8 @@ from badsum.flows.base import (
     take,
 )
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import IPF_UDP_TUNNEL, PROTO_UDP, _mix
+from badsum.flows.facts import FACTS_DTYPE, IPF_UDP_TUNNEL, PROTO_UDP
+from badsum.flows.lru import BatchLru, fold_keys
 from badsum.flows.overlay import TUNNEL_BY_PORT
 from badsum.flows.symptom import Evidence, Kind, Severity, Symptom
 
@@ -36,42 +38,23 @@ REMEDY = ("checksum the outer UDP header (`udpcsum` on the VXLAN/Geneve device; 
           "Antrea tunnelCsum) or run receivers on Linux >= 5.12 / 4.9.268 (89e5c58fc1e2)")  # fmt: skip
 
 
-class _Tunnel:
-    __slots__ = ("evidence", "first", "flow", "last", "pairs", "port", "tunnel", "zero")
-
-    def __init__(self, flow: Flow, tunnel: str, port: int, frame: int, ts: int) -> None:
-        self.flow, self.tunnel, self.port = flow, tunnel, port
-        self.zero = 0
-        self.first = self.last = (frame, ts)
-        self.pairs: set[int] = set()
-        self.evidence: list[Evidence] = []
-
-
-_M1 = np.uint64(0x9E3779B97F4A7C15)
 _PORTS = np.array(sorted(TUNNEL_BY_PORT), dtype=np.uint16)
-
-
-def _fold(*words: np.ndarray) -> np.ndarray:
-    """One well-spread uint64 per row from several uint64 columns (splitmix64 rounds)."""
-    with np.errstate(over="ignore"):
-        k = np.zeros(len(words[0]), dtype=np.uint64)
-        for w in words:
-            k = _mix(k * _M1 ^ w.astype(np.uint64))
-    return k
+_IS_PORT = np.zeros(1 << 16, dtype=bool)  # a gather: np.isin costs more on every packet of a batch
+_IS_PORT[_PORTS] = True
 
 
 def _pair_keys(facts: np.ndarray) -> np.ndarray:
     """Directional inner host pairs (source, destination) as uint64 keys."""
     s0, s1 = addr_words(facts, "src")
     d0, d1 = addr_words(facts, "dst")
-    return _fold(s0, s1, d0, d1)
+    return fold_keys(s0, s1, d0, d1)
 
 
 def _tunnelled(ip_flags: np.ndarray, depth: np.ndarray, proto: np.ndarray, dport: np.ndarray) -> np.ndarray:
     """Packets carried in a UDP tunnel; also a tunnel packet with no inner IP (ARP inside VXLAN),
     whose fact is the outer UDP packet itself, sent to a tunnel port."""
     inner = ((ip_flags & IPF_UDP_TUNNEL) != 0) & (depth > 0)
-    return inner | ((depth == 0) & (proto == PROTO_UDP) & np.isin(dport, _PORTS))
+    return inner | ((depth == 0) & (proto == PROTO_UDP) & _IS_PORT[dport])
 
 
 def _inner_text(fact: np.void) -> str:
@@ -86,14 +69,35 @@ def _row_words(rows: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return w[:, 0], w[:, 1]
 
 
+_EVIDENCE = 3
+
+
 class TunnelZeroSums:
-    """Counts zero outer UDP checksums per tunnel and the packets of the same inner pairs with one."""
+    """Counts zero outer UDP checksums per tunnel and the packets of the same inner pairs with one.
+
+    Tunnels and pairs live in numpy arrays indexed by the slots of two BatchLru tables: a batch is
+    counted with a handful of array operations, however many tunnels and inner pairs it holds."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.table: Bounded[int, _Tunnel] = Bounded(limits.tunnels)
+        cap = limits.tunnels
+        self.table = BatchLru(cap, np.uint64)
+        """Tunnels (outer source, destination, tunnel port, IP version) by folded key."""
+        self.outer = np.zeros(cap, dtype=[("src", "V16"), ("dst", "V16"), ("ipver", "u1"), ("port", "<u2")])
+        self.zero = np.zeros(cap, dtype=np.int64)
+        self.first = np.zeros((cap, 2), dtype=np.int64)
+        """(frame, ts_ns) of the tunnel's first and last zero-sum packet."""
+        self.last = np.zeros((cap, 2), dtype=np.int64)
+        self.n_pairs = np.zeros(cap, dtype=np.int64)
+        self.n_evidence = np.zeros(cap, dtype=np.int64)
+        self.evidence = np.zeros((cap, _EVIDENCE), dtype=FACTS_DTYPE)
+        # The inner pairs each tunnel was seen carrying: (tunnel slot, pair) by a folded key, sorted.
+        self.pair_hash = np.zeros(0, dtype=np.uint64)
+        self.pair_slot = np.zeros(0, dtype=np.int64)
+        self.pair_key = np.zeros(0, dtype=np.uint64)
         #: directional inner host pair -> tunnel packets with a non-zero outer sum
-        self.nonzero: Bounded[int, list[int]] = Bounded(limits.tunnel_pairs)
+        self.nonzero = BatchLru(limits.tunnel_pairs, np.uint64)
+        self.nonzero_count = np.zeros(self.nonzero.cap, dtype=np.int64)
 
     def feed(self, v: BatchView) -> None:
         tun = np.flatnonzero(_tunnelled(v.col("ip_flags"), v.col("depth"), v.col("proto"), v.col("dport")))
@@ -107,16 +111,14 @@ class TunnelZeroSums:
                 zero_frames = rows["frame"][m]
                 self._zero(v, rows[m])
         sub = take(v.facts, tun)
-        rest = sub[~np.isin(sub["frame"], zero_frames)]
+        rest = sub[~_sorted_has(np.sort(zero_frames), sub["frame"])]
         if not len(rest):
             return
         keys, counts = np.unique(_pair_keys(rest), return_counts=True)
-        for k, c in zip(keys.tolist(), counts.tolist()):
-            n = self.nonzero.get(k)
-            if n is None:
-                self.nonzero.put(k, [c])
-            else:
-                n[0] += c
+        slots, fresh = self.nonzero.touch(keys)
+        alive = slots >= 0
+        self.nonzero_count[slots[alive & fresh]] = 0
+        self.nonzero_count[slots[alive]] += counts[alive]
 
     def _zero(self, v: BatchView, r: np.ndarray) -> None:
         idx = v.index_of_frames(r["frame"])
@@ -126,35 +128,86 @@ class TunnelZeroSums:
         if not len(r):
             return
         sport, dport = r["sport"], r["dport"]
-        port = np.where(np.isin(dport, _PORTS) | ~np.isin(sport, _PORTS), dport, sport)
-        tkeys = _fold(*_row_words(r, "src"), *_row_words(r, "dst"), port, r["ipver"])
-        pairs = _pair_keys(f)
+        port = np.where(_IS_PORT[dport] | ~_IS_PORT[sport], dport, sport)
+        tkeys = fold_keys(*_row_words(r, "src"), *_row_words(r, "dst"), port, r["ipver"])
         uniq, first, inverse, counts = np.unique(tkeys, return_index=True, return_inverse=True, return_counts=True)
         inverse = inverse.ravel()
         last = np.zeros(len(uniq), dtype=np.int64)
         last[inverse] = np.arange(len(r))  # the later index wins
-        for u, key in enumerate(uniq.tolist()):
-            t = self.table.get(key)
-            if t is None:
-                i = int(first[u])
-                row, ipver, tport = r[i], int(r["ipver"][i]), int(port[i])
-                flow = Flow(ipver, addr_text(row["src"], ipver), addr_text(row["dst"], ipver), 17, 0, tport)
-                t = _Tunnel(flow, TUNNEL_BY_PORT.get(tport, "udp-tunnel"), tport, int(f["frame"][i]), int(f["ts_ns"][i]))
-                self.table.put(key, t)
-            t.zero += int(counts[u])
-            j = int(last[u])
-            t.last = (int(f["frame"][j]), int(f["ts_ns"][j]))
-            mine = np.flatnonzero(inverse == u) if len(uniq) > 1 else np.arange(len(r))
-            room = self.limits.tunnel_pairs - len(t.pairs)
-            if room > 0:
-                t.pairs.update(np.unique(pairs[mine]).tolist()[:room])
-            for i in mine[: 3 - len(t.evidence)].tolist():  # every packet of a tunnel looks the same: a few show it
-                t.evidence.append(ev(f[i], f"outer UDP checksum 0x0000 (no checksum); {_inner_text(f[i])}"))
+        slots, fresh = self.table.touch(uniq)
+        frame, ts = f["frame"].astype(np.int64), f["ts_ns"].astype(np.int64)
+        alive = slots >= 0  # a tunnel created and evicted again within this batch leaves nothing
+        new, nf = slots[alive & fresh], first[alive & fresh]
+        if len(new):
+            o = self.outer
+            o["src"][new], o["dst"][new], o["ipver"][new], o["port"][new] = r["src"][nf], r["dst"][nf], r["ipver"][nf], port[nf]
+            self.zero[new] = self.n_pairs[new] = self.n_evidence[new] = 0
+            self.first[new, 0], self.first[new, 1] = frame[nf], ts[nf]
+            if len(self.pair_slot):
+                self._drop_pairs(new)
+        live = slots[alive]
+        self.zero[live] += counts[alive]
+        self.last[live, 0], self.last[live, 1] = frame[last[alive]], ts[last[alive]]
+        pkt_slot = slots[inverse]  # per packet: its tunnel's slot (-1: gone again)
+        self._add_pairs(inverse, _pair_keys(f), slots)
+        # every packet of a tunnel looks the same: its first few show it
+        if (self.n_evidence[live] >= _EVIDENCE).all():
+            return  # the usual batch: every tunnel in it has its evidence already
+        order = np.argsort(inverse, kind="stable")
+        start = np.searchsorted(inverse[order], np.arange(len(uniq)))
+        rank = np.empty(len(r), dtype=np.int64)
+        rank[order] = np.arange(len(r)) - start[inverse[order]]
+        want = pkt_slot >= 0
+        want[want] = rank[want] < _EVIDENCE - self.n_evidence[pkt_slot[want]]
+        i = np.flatnonzero(want)
+        es = pkt_slot[i]
+        self.evidence[es, self.n_evidence[es] + rank[i]] = f[i]
+        np.add.at(self.n_evidence, es, 1)
+
+    def _add_pairs(self, inverse: np.ndarray, pairs: np.ndarray, slots: np.ndarray) -> None:
+        """Each tunnel keeps the first `tunnel_pairs - held` of this batch's inner pairs in key
+        order (some it may hold already), as the per-tunnel sets did."""
+        o = np.lexsort((pairs, inverse))
+        cu, cp = inverse[o], pairs[o]
+        distinct = np.ones(len(o), dtype=bool)
+        distinct[1:] = (cu[1:] != cu[:-1]) | (cp[1:] != cp[:-1])
+        cu, cp = cu[distinct].astype(np.int64), cp[distinct]
+        rank = np.arange(len(cu)) - np.searchsorted(cu, np.arange(len(slots)))[cu]
+        cs = slots[cu]
+        ok = cs >= 0
+        ok[ok] = rank[ok] < self.limits.tunnel_pairs - self.n_pairs[cs[ok]]
+        cs, cp = cs[ok], cp[ok]
+        h = fold_keys(cs.astype(np.uint64), cp)
+        new = ~_sorted_has(self.pair_hash, h)
+        if not new.any():
+            return
+        cs, cp, h = cs[new], cp[new], h[new]
+        o = np.argsort(h)
+        at = np.searchsorted(self.pair_hash, h[o])
+        self.pair_hash = np.insert(self.pair_hash, at, h[o])
+        self.pair_slot = np.insert(self.pair_slot, at, cs[o])
+        self.pair_key = np.insert(self.pair_key, at, cp[o])
+        np.add.at(self.n_pairs, cs, 1)
+
+    def _drop_pairs(self, slots: np.ndarray) -> None:
+        """Forget what evicted tunnels left in slots now given to new ones."""
+        keep = ~np.isin(self.pair_slot, slots)
+        self.pair_hash, self.pair_slot, self.pair_key = self.pair_hash[keep], self.pair_slot[keep], self.pair_key[keep]
+
+    def _nonzero_per_tunnel(self) -> np.ndarray:
+        """Per tunnel slot: the packets of its inner pairs with a non-zero outer sum."""
+        out = np.zeros(self.table.cap, dtype=np.int64)
+        at = self.nonzero.lookup(self.pair_key)
+        known = at >= 0
+        np.add.at(out, self.pair_slot[known], self.nonzero_count[at[known]])
+        return out
 
     def finish(self) -> list[Symptom]:
         out = []
-        for t in self.table.values():
-            nonzero = sum((self.nonzero.data.get(p) or [0])[0] for p in t.pairs)
+        per_tunnel = self._nonzero_per_tunnel()
+        for slot in self.table.order().tolist():
+            t = self._tunnel(slot)
+            nonzero = int(per_tunnel[slot])
             v6 = t.flow.ipver == 6
             details = {"tunnel": t.tunnel, "port": t.port, "zero": t.zero, "nonzero": nonzero,
                        "outer_ipver": t.flow.ipver, "impact": "performance", "remedy": REMEDY}  # fmt: skip
@@ -182,3 +235,33 @@ class TunnelZeroSums:
                 depth=0,
             ))  # fmt: skip
         return out
+
+    def _tunnel(self, slot: int) -> _Tunnel:
+        o = self.outer[slot]
+        ipver, port = int(o["ipver"]), int(o["port"])
+        flow = Flow(ipver, addr_text(o["src"], ipver), addr_text(o["dst"], ipver), 17, 0, port)
+        evidence = [ev(f, f"outer UDP checksum 0x0000 (no checksum); {_inner_text(f)}")
+                    for f in self.evidence[slot, : self.n_evidence[slot]]]  # fmt: skip
+        return _Tunnel(flow, TUNNEL_BY_PORT.get(port, "udp-tunnel"), port, int(self.zero[slot]),
+                       tuple(self.first[slot].tolist()), tuple(self.last[slot].tolist()), evidence)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Tunnel:
+    """One tunnel of the table, read from its slot when the notes are written."""
+
+    flow: Flow
+    tunnel: str
+    port: int
+    zero: int
+    first: tuple[int, int]
+    last: tuple[int, int]
+    evidence: list[Evidence]
+
+
+def _sorted_has(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Membership of keys in a sorted array."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys

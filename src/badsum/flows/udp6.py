@@ -21,16 +21,15 @@ import numpy as np
 from badsum.checksum.verdict import Layer, Status
 from badsum.flows.base import (
     BatchView,
-    Bounded,
     Limits,
     addr_text,
     addr_words,
-    ev,
     flow_of,
     take,
 )
 from badsum.flows.causes import causes_for
-from badsum.flows.facts import IPF_LATER_FRAGMENT
+from badsum.flows.facts import FACTS_DTYPE, IPF_LATER_FRAGMENT
+from badsum.flows.lru import BatchLru, fold_keys, lex_groups
 from badsum.flows.symptom import MAX_EVIDENCE, Evidence, Kind, Severity, Symptom
 
 UDP6_ERRORS, TCP_ERRORS = "Udp6InCsumErrors", "TcpInCsumErrors"
@@ -50,23 +49,44 @@ class Receiver:
 
 
 class _Flow:
+    """One flow of the table, built at `finish` from its slot."""
+
     __slots__ = ("evidence", "fact", "first", "last", "notok", "packets")
 
-    def __init__(self, fact: np.void) -> None:
-        self.fact = fact.copy()
-        self.packets = 0
-        self.notok = 0  # own UDP checksums that are not ok (bad, partial, zero-invalid, unverifiable)
-        self.first = self.last = (int(fact["frame"]), int(fact["ts_ns"]))
-        self.evidence: list[Evidence] = []
+    def __init__(self, fact: np.void, packets: int, notok: int, first: tuple[int, int], last: tuple[int, int],
+                 evidence: list[Evidence]) -> None:  # fmt: skip
+        self.fact = fact
+        self.packets = packets
+        self.notok = notok  # own UDP checksums that are not ok (bad, partial, zero-invalid, unverifiable)
+        self.first, self.last = first, last
+        self.evidence = evidence
+
+
+_RAW = np.dtype((np.void, FACTS_DTYPE.itemsize))
+_EVIDENCE = 3
 
 
 class Udp6Flows:
-    """Counts UDPv6 packets per directional flow and their own non-ok UDP sums; symptoms only with receivers."""
+    """Counts UDPv6 packets per directional flow and their own non-ok UDP sums; symptoms only with receivers.
+
+    The flows live in numpy arrays indexed by the slot `table` (a BatchLru) gives each: an
+    ephemeral-port workload makes a new flow of nearly every packet, too many for an object each."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
-        self.table: Bounded[tuple, _Flow] = Bounded(limits.udp6_flows)
+        cap = limits.udp6_flows
+        self.table = BatchLru(cap, np.uint64)
         self.receivers: tuple[Receiver, ...] = ()
+        self.fact = np.zeros(cap, dtype=FACTS_DTYPE)
+        """The flow's first packet (its addresses, ports and depth)."""
+        self.packets = np.zeros(cap, dtype=np.int64)
+        self.notok = np.zeros(cap, dtype=np.int64)
+        self.first = np.zeros((cap, 2), dtype=np.int64)
+        """(frame, ts_ns) of the first and of the last packet."""
+        self.last = np.zeros((cap, 2), dtype=np.int64)
+        self.n_evidence = np.zeros(cap, dtype=np.int64)
+        self.evidence = np.zeros((cap, _EVIDENCE, 3), dtype=np.int64)
+        """Up to three packets whose sums verify: (frame, ts_ns, payload bytes)."""
 
     def feed(self, v: BatchView) -> None:
         m = v.udp & (v.col("ipver") == 6) & ((v.col("ip_flags") & IPF_LATER_FRAGMENT) == 0)
@@ -84,26 +104,42 @@ class Udp6Flows:
         s0, s1 = addr_words(sub, "src")
         d0, d1 = addr_words(sub, "dst")
         ports = (sub["sport"].astype(np.uint64) << np.uint64(16)) | sub["dport"]
-        keys, first, inverse = np.unique(np.stack([s0, s1, d0, d1, ports], axis=1), axis=0, return_index=True,
-                                         return_inverse=True)  # fmt: skip
-        inverse = inverse.ravel()
+        # Flows in the order of their 5-tuples, as np.unique(axis=0) gave them; the table is keyed
+        # by a 64-bit fold of the tuple (its sort is what cost, not the lookup).
+        first, inverse = lex_groups(s0, s1, d0, d1, ports)
+        keys = fold_keys(s0[first], s1[first], d0[first], d1[first], ports[first])
         counts = np.bincount(inverse, minlength=len(keys))
         nbad = np.bincount(inverse, weights=bad, minlength=len(keys)).astype(np.int64)
         last = np.zeros(len(keys), dtype=np.int64)
         last[inverse] = np.arange(len(sub))  # the later index wins: the flow's last packet in the batch
-        for k in range(len(keys)):
-            key = tuple(keys[k].tolist())
-            fl = self.table.get(key)
-            if fl is None:
-                fl = _Flow(sub[first[k]])
-                self.table.put(key, fl)
-            fl.packets += int(counts[k])
-            fl.notok += int(nbad[k])
-            f = sub[last[k]]
-            fl.last = (int(f["frame"]), int(f["ts_ns"]))
-            if len(fl.evidence) < 3 and not bad[first[k]]:
-                g = sub[first[k]]
-                fl.evidence.append(ev(g, f"UDPv6 checksum verifies ({int(g['payload'])} bytes of payload)"))
+        slots, fresh = self.table.touch(keys)
+        alive = slots >= 0  # a flow created and evicted again within this batch leaves nothing
+        slots, fresh, first, last, counts, nbad = slots[alive], fresh[alive], first[alive], last[alive], counts[alive], nbad[alive]
+        frame, ts = sub["frame"].astype(np.int64), sub["ts_ns"].astype(np.int64)
+        new, nf = slots[fresh], first[fresh]
+        self.fact.view(_RAW)[new] = sub.view(_RAW)[nf]
+        self.packets[new] = 0
+        self.notok[new] = 0
+        self.n_evidence[new] = 0
+        self.first[new, 0], self.first[new, 1] = frame[nf], ts[nf]
+        self.packets[slots] += counts
+        self.notok[slots] += nbad
+        self.last[slots, 0], self.last[slots, 1] = frame[last], ts[last]
+        # One piece of evidence per flow and batch at most: the flow's first packet here, if it verifies.
+        room = (self.n_evidence[slots] < _EVIDENCE) & ~bad[first]
+        es, ef = slots[room], first[room]
+        self.evidence[es, self.n_evidence[es]] = np.stack([frame[ef], ts[ef], sub["payload"][ef].astype(np.int64)], axis=1)
+        self.n_evidence[es] += 1
+
+    def _flows(self) -> list[_Flow]:
+        """The table's flows, least recently seen first (as a Bounded's values())."""
+        out = []
+        for s in self.table.order().tolist():
+            evidence = [Evidence(int(f), int(t), f"UDPv6 checksum verifies ({int(p)} bytes of payload)")
+                        for f, t, p in self.evidence[s, : self.n_evidence[s]].tolist()]  # fmt: skip
+            out.append(_Flow(self.fact[s], int(self.packets[s]), int(self.notok[s]), tuple(self.first[s].tolist()),
+                             tuple(self.last[s].tolist()), evidence))  # fmt: skip
+        return out
 
     def finish(self) -> list[Symptom]:
         if not self.receivers:
@@ -112,13 +148,13 @@ class Udp6Flows:
         if not suspects:
             return []
         out = []
-        unmatched: list[_Flow] = []
+        flows = self._flows()
         for r in suspects:
-            to_it = [fl for fl in self.table.values() if addr_text(fl.fact["dst"], 6) in r.addresses]
+            to_it = [fl for fl in flows if addr_text(fl.fact["dst"], 6) in r.addresses]
             if sym := self._symptom(to_it, [r], by_address=True):
                 out.append(sym)
         owned = set().union(*(r.addresses for r in self.receivers))
-        unmatched = [fl for fl in self.table.values() if addr_text(fl.fact["dst"], 6) not in owned]
+        unmatched = [fl for fl in flows if addr_text(fl.fact["dst"], 6) not in owned]
         if not out and (sym := self._symptom(unmatched, suspects, by_address=False)):
             # The destination is nobody's address in the snapshot (rewritten by the NAT, or another
             # host's): the namespaces whose Udp6InCsumErrors rose are named, as a weaker link.

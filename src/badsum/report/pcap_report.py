@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from badsum.analyze import ScanSummary
 from badsum.capture import linktypes
 from badsum.checksum.verdict import Layer, Status
 from badsum.report.records import MEANING, flow_record, flow_text
 from badsum.report.symptoms import has_failure, render_symptoms, symptoms_data
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Statuses that mean something is wrong with the packet as captured.
 FAULTS = (Status.BAD, Status.ZERO_INVALID)
@@ -141,6 +140,10 @@ def _flow_count(summary: ScanSummary, status: Status) -> int:
 
 
 def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbose: bool = False) -> None:
+    # rich only here: --json and --jsonl runs never load it (start-up time)
+    from rich.markup import escape
+    from rich.table import Table
+
     s = summary
     judged = int(s.counts.sum())
     console.print(f"[bold]{escape(meta.path)}[/]: {_n(s.packets)} packets, {_n(judged)} checksums judged")
@@ -211,6 +214,8 @@ def render_text(summary: ScanSummary, meta: CaptureMeta, console: Console, verbo
 
 
 def _detail(s: ScanSummary, console: Console) -> None:
+    from rich.table import Table
+
     t = Table(title="Checksums by layer and depth", title_justify="left", box=None, pad_edge=False)
     t.add_column("layer")
     t.add_column("depth", justify="right")

@@ -8,7 +8,10 @@ all go through these functions, so the reason text and the record cannot drift b
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
+
+import numpy as np
 
 from badsum.checksum.verdict import Flow, Layer, Status, Verdict, VerdictFlag
 
@@ -50,23 +53,28 @@ def checksum_hex(layer: Layer, value: int) -> str:
 
 def reason(v: Verdict) -> str:
     """A one-line reason for one verdict."""
-    # Plain ints: IntFlag arithmetic costs more than the rest of this function (--jsonl hot path).
-    f, name = int(v.flags), _NAMES[v.layer]
+    return _reason(v.layer, v.status, int(v.flags), v.extra, v.stored, v.computed)
+
+
+def _reason(layer: int, status: int, f: int, extra: int, stored: int, computed: int) -> str:
+    # Plain ints: IntFlag arithmetic costs more than the rest of this function (--jsonl hot path),
+    # and checksum_lines calls it on a row's fields without building a Verdict.
+    name = _NAMES[layer]
     kernel = " (kernel status TP_STATUS_CSUM_VALID)" if f & _KERNEL else ""
-    if v.status == Status.OK:
+    if status == Status.OK:
         return f"{name} checksum verifies{kernel}"
-    if v.status == Status.UNVERIFIABLE:
+    if status == Status.UNVERIFIABLE:
         if f & _INCOMPLETE:
             return f"{name} checksum not judged: the fragmented datagram never completed"
         return f"{name} checksum not judged: the covered bytes were cut by the snap length"
-    if v.status == Status.ZERO_ALLOWED:
+    if status == Status.ZERO_ALLOWED:
         if f & _TUNNEL_ZERO:
             return "UDP checksum 0 over IPv6 to a tunnel port: allowed by RFC 6935/6936"
         return "UDP checksum 0 over IPv4: no checksum (RFC 768)"
-    if v.status == Status.ZERO_INVALID:
+    if status == Status.ZERO_INVALID:
         return "UDP checksum 0 over IPv6 and not a tunnel port: invalid (RFC 8200 8.1), receivers drop it"
-    if v.status == Status.PARTIAL:
-        if v.layer == Layer.IPV4:
+    if status == Status.PARTIAL:
+        if layer == Layer.IPV4:
             if f & _LSO:
                 return "IPv4 header checksum 0 and total length 0: TSO/LSO pending, the NIC fills both in"
             return "IPv4 header checksum 0 on an offloaded packet: the NIC fills it in"
@@ -74,13 +82,13 @@ def reason(v: Verdict) -> str:
         if f & _LSO:
             what = "pseudo-header sum with length 0 (Windows LSO, IPv4 total length 0)"
         else:
-            what = f"pseudo-header sum alone (length {v.extra}), not the full checksum {checksum_hex(v.layer, v.computed)}"
+            what = f"pseudo-header sum alone (length {extra}), not the full checksum {checksum_hex(layer, computed)}"
         gso = "; GSO/TSO super-frame, segmented later" if f & _GSO else ""
         return f"{who}{name} field holds the {what}: transmit offload pending{gso}"
-    if v.status == Status.NAT_STALE:
+    if status == Status.NAT_STALE:
         return f"{name} checksum is right for the tuple before NAT: the rewrite did not update it"
     re = " after IP reassembly" if f & _REASSEMBLED else ""
-    return f"{name} checksum {checksum_hex(v.layer, v.stored)} should be {checksum_hex(v.layer, v.computed)}{re}"
+    return f"{name} checksum {checksum_hex(layer, stored)} should be {checksum_hex(layer, computed)}{re}"
 
 
 def flow_record(flow: Flow | None) -> dict[str, Any] | None:
@@ -124,6 +132,60 @@ def checksum_line(v: Verdict, flow: str | None = None) -> str:
         f'"computed":"{checksum_hex(layer, v.computed)}","offset":{v.offset},'
         f'"flow":{flow_json(v.flow) if flow is None else flow},"reason":{text}{extra}}}\n'
     )
+
+
+def checksum_lines(rows: np.ndarray) -> str:
+    """`checksum_line` of every issue row (ISSUE_DTYPE), the same text, for a whole batch at once.
+
+    No Verdict or Flow per row: each distinct address is formatted once per batch and each record
+    is one format of plain ints and strings. Nothing is kept between batches (memory stays flat).
+    """
+    if len(rows) == 0:
+        return ""
+    rows = np.ascontiguousarray(rows)
+    ipver = rows["ipver"]
+    src, dst = _addr_texts(ipver, rows["src"], rows["dst"])
+    cols = (rows["frame"], rows["offset"], rows["stored"], rows["computed"], rows["extra"], rows["layer"],
+            rows["depth"], rows["status"], rows["flags"], ipver, rows["proto"], rows["sport"], rows["dport"])  # fmt: skip
+    out = []
+    for (frame, offset, stored, computed, extra, layer, depth, status, f, v, proto, sport, dport), a, b in zip(
+        zip(*(c.tolist() for c in cols)), src, dst
+    ):
+        text = _reason(layer, status, f, extra, stored, computed)
+        text = f'"{text}"' if '"' not in text and "\\" not in text else json.dumps(text)
+        flow = f'{{"src":"{a}","dst":"{b}","proto":{proto},"sport":{sport},"dport":{dport}}}' if v else "null"
+        hx = _HEX8 if layer == _SCTP else _HEX4
+        more = (',"gso":true' if f & _GSO else "") + (',"kernel":true' if f & _KERNEL else "")
+        out.append(
+            f'{{"record":"checksum","frame":{frame},"layer":"{_LAYER_LABEL[layer]}","depth":{depth},'
+            f'"status":"{_STATUS_LABEL[status]}","stored":"{hx % stored}","computed":"{hx % computed}","offset":{offset},'
+            f'"flow":{flow},"reason":{text}{more}}}\n'
+        )
+    return "".join(out)
+
+
+_HEX4, _HEX8, _SCTP = "0x%04x", "0x%08x", int(Layer.SCTP)
+
+
+def _addr_texts(ipver: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[list[str], list[str]]:
+    """Source and destination addresses of each row as text, each distinct address formatted once."""
+    n = len(ipver)
+    raw = np.zeros((2 * n, 17), dtype=np.uint8)
+    raw[:n, 0] = raw[n:, 0] = ipver
+    raw[:n, 1:] = np.ascontiguousarray(src).view(np.uint8).reshape(n, 16)
+    raw[n:, 1:] = np.ascontiguousarray(dst).view(np.uint8).reshape(n, 16)
+    keys, inverse = np.unique(raw.view(np.dtype((np.void, 17))).ravel(), return_inverse=True)
+    texts = np.array([_addr_text(k[0], k[1:]) for k in keys.tolist()], dtype=object)
+    both = texts[inverse.ravel()].tolist()
+    return both[:n], both[n:]
+
+
+def _addr_text(ipver: int, raw: bytes) -> str:
+    if ipver == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if ipver == 6:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    return ""
 
 
 def annotation(v: Verdict) -> str:

@@ -7,20 +7,9 @@ from typing import TextIO
 
 import numpy as np
 
-from badsum.checksum.verdict import ISSUE_DTYPE, Flow, Layer, Status, Verdict, VerdictFlag
-from badsum.report.records import annotation, checksum_line, flow_json
+from badsum.report.records import annotation, checksum_lines
 from badsum.scan.batch import Batch
-from badsum.scan.rows import flow_of_fields, iter_verdicts
-
-_LAYERS = {int(x): x for x in Layer}
-_STATUSES = {int(x): x for x in Status}
-_FLAGS = [VerdictFlag(i) for i in range(256)]
-#: Flows whose JSON is kept between batches; past it the cache starts again (memory stays bounded).
-_FLOW_CACHE = 100_000
-#: The row layout `late_rows` unpacks (a changed ISSUE_DTYPE must change it too).
-_ROW_FIELDS = ("frame", "offset", "stored", "computed", "extra", "layer", "depth", "status", "flags",
-               "ipver", "proto", "sport", "dport", "_pad", "src", "dst")  # fmt: skip
-assert ISSUE_DTYPE.names == _ROW_FIELDS
+from badsum.scan.rows import iter_verdicts
 
 
 class JsonLinesSink:
@@ -29,31 +18,16 @@ class JsonLinesSink:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.written = 0
-        self._flows: dict[tuple, tuple[Flow | None, str]] = {}
 
     def rows(self, batch: Batch, rows: np.ndarray) -> None:
         self.late_rows(rows)
 
     def late_rows(self, rows: np.ndarray) -> None:
-        # Hot when a capture has many non-ok sums (an offloading host): rows as plain tuples and
-        # one Flow and its JSON per flow, cached; the record itself is records.checksum_line.
+        # Hot when a capture has many non-ok sums (an offloading host): a whole batch is formatted
+        # at once, and nothing is kept between batches (a per-flow cache held tens of MB).
         if len(rows) == 0:
             return
-        flows = self._flows
-        lines = []
-        for (frame, offset, stored, computed, extra, layer, depth, status, flags,
-             ipver, proto, sport, dport, _pad, src, dst) in rows.tolist():  # fmt: skip
-            key = (ipver, src, dst, proto, sport, dport)
-            cached = flows.get(key)
-            if cached is None:
-                if len(flows) > _FLOW_CACHE:
-                    flows.clear()
-                flow = flow_of_fields(*key)
-                cached = flows[key] = (flow, flow_json(flow))
-            v = Verdict(frame, _LAYERS[layer], depth, offset, stored, computed, _STATUSES[status], _FLAGS[flags],
-                        cached[0], extra)  # fmt: skip
-            lines.append(checksum_line(v, cached[1]))
-        self.out.write("".join(lines))
+        self.out.write(checksum_lines(rows))
         self.written += len(rows)
 
 

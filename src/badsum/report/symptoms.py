@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any, TextIO
 
 from badsum.flows.symptom import MAX_EVIDENCE, Severity, Symptom
 from badsum.report.records import flow_record, flow_text
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 #: Symptoms printed without -v (all with -v and in --jsonl; up to JSON_SYMPTOMS in --json, with the total).
 TOP_SYMPTOMS = 10
@@ -56,6 +56,9 @@ def _where(s: Symptom) -> str:
 
 def render_symptoms(symptoms: Sequence[Symptom], console: Console, verbose: bool = False) -> None:
     """One block per symptom: what, where, the likely causes; the evidence frames with -v."""
+    # rich only for text: --json and --jsonl runs never load it
+    from rich.markup import escape
+
     if not symptoms:
         return
     shown = symptoms if verbose else symptoms[:TOP_SYMPTOMS]
