@@ -91,10 +91,12 @@ class TunnelZeroSums:
         self.n_pairs = np.zeros(cap, dtype=np.int64)
         self.n_evidence = np.zeros(cap, dtype=np.int64)
         self.evidence = np.zeros((cap, _EVIDENCE), dtype=FACTS_DTYPE)
-        # The inner pairs each tunnel was seen carrying: (tunnel slot, pair) by a folded key, sorted.
-        self.pair_hash = np.zeros(0, dtype=np.uint64)
-        self.pair_slot = np.zeros(0, dtype=np.int64)
-        self.pair_key = np.zeros(0, dtype=np.uint64)
+        # The inner pairs each tunnel was seen carrying: (tunnel slot, pair) by a folded key. The
+        # folded keys are a set (membership of a batch's few hundred pairs, where inserting them
+        # into one sorted array moved the whole array every batch); slot and pair are appended in
+        # chunks and joined when read.
+        self._pair_seen: set[int] = set()
+        self._pair_chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         #: directional inner host pair -> tunnel packets with a non-zero outer sum
         self.nonzero = BatchLru(limits.tunnel_pairs, np.uint64)
         self.nonzero_count = np.zeros(self.nonzero.cap, dtype=np.int64)
@@ -141,10 +143,10 @@ class TunnelZeroSums:
         if len(new):
             o = self.outer
             o["src"][new], o["dst"][new], o["ipver"][new], o["port"][new] = r["src"][nf], r["dst"][nf], r["ipver"][nf], port[nf]
+            if self.n_pairs[new].any():  # a slot given anew held an evicted tunnel's pairs
+                self._drop_pairs(new)
             self.zero[new] = self.n_pairs[new] = self.n_evidence[new] = 0
             self.first[new, 0], self.first[new, 1] = frame[nf], ts[nf]
-            if len(self.pair_slot):
-                self._drop_pairs(new)
         live = slots[alive]
         self.zero[live] += counts[alive]
         self.last[live, 0], self.last[live, 1] = frame[last[alive]], ts[last[alive]]
@@ -178,28 +180,39 @@ class TunnelZeroSums:
         ok[ok] = rank[ok] < self.limits.tunnel_pairs - self.n_pairs[cs[ok]]
         cs, cp = cs[ok], cp[ok]
         h = fold_keys(cs.astype(np.uint64), cp)
-        new = ~_sorted_has(self.pair_hash, h)
+        seen = self._pair_seen
+        hl = h.tolist()
+        new = np.fromiter((x not in seen for x in hl), dtype=bool, count=len(hl))
         if not new.any():
             return
         cs, cp, h = cs[new], cp[new], h[new]
-        o = np.argsort(h)
-        at = np.searchsorted(self.pair_hash, h[o])
-        self.pair_hash = np.insert(self.pair_hash, at, h[o])
-        self.pair_slot = np.insert(self.pair_slot, at, cs[o])
-        self.pair_key = np.insert(self.pair_key, at, cp[o])
+        seen.update(h.tolist())
+        self._pair_chunks.append((h, cs, cp))
         np.add.at(self.n_pairs, cs, 1)
+
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(folded key, tunnel slot, inner pair) of every pair held, as arrays."""
+        c = self._pair_chunks
+        if len(c) != 1:
+            if not c:
+                return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+            c[:] = [tuple(np.concatenate(x) for x in zip(*c))]
+        return c[0]
 
     def _drop_pairs(self, slots: np.ndarray) -> None:
         """Forget what evicted tunnels left in slots now given to new ones."""
-        keep = ~np.isin(self.pair_slot, slots)
-        self.pair_hash, self.pair_slot, self.pair_key = self.pair_hash[keep], self.pair_slot[keep], self.pair_key[keep]
+        h, s, k = self._pairs()
+        keep = ~np.isin(s, slots)
+        self._pair_chunks[:] = [(h[keep], s[keep], k[keep])]
+        self._pair_seen = set(h[keep].tolist())
 
     def _nonzero_per_tunnel(self) -> np.ndarray:
         """Per tunnel slot: the packets of its inner pairs with a non-zero outer sum."""
         out = np.zeros(self.table.cap, dtype=np.int64)
-        at = self.nonzero.lookup(self.pair_key)
+        _, pair_slot, pair_key = self._pairs()
+        at = self.nonzero.lookup(pair_key)
         known = at >= 0
-        np.add.at(out, self.pair_slot[known], self.nonzero_count[at[known]])
+        np.add.at(out, pair_slot[known], self.nonzero_count[at[known]])
         return out
 
     def finish(self) -> list[Symptom]:
