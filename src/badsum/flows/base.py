@@ -179,6 +179,12 @@ def take(facts: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(facts).view(_RAW)[idx].view(FACTS_DTYPE)
 
 
+def take_rows(rows: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """rows[sel] (a mask or indices) of any structured array with void fields, as `take` does it."""
+    raw = np.dtype((np.void, rows.dtype.itemsize))
+    return np.ascontiguousarray(rows).view(raw)[sel].view(rows.dtype)
+
+
 def addr_words(facts: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """An address field as two uint64 words per record (as facts._addr_words, without its slow copy)."""
     o = _OFF[name]

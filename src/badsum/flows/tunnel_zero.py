@@ -26,6 +26,7 @@ from badsum.flows.base import (
     ev,
     flow_of,
     take,
+    take_rows,
 )
 from badsum.flows.causes import causes_for
 from badsum.flows.facts import FACTS_DTYPE, IPF_UDP_TUNNEL, PROTO_UDP
@@ -111,9 +112,8 @@ class TunnelZeroSums:
             m = (rows["depth"] == 0) & (rows["layer"] == Layer.UDP) & (rows["status"] == Status.ZERO_ALLOWED)
             if m.any():
                 zero_frames = rows["frame"][m]
-                self._zero(v, rows[m])
-        sub = take(v.facts, tun)
-        rest = sub[~_sorted_has(np.sort(zero_frames), sub["frame"])]
+                self._zero(v, take_rows(rows, m))
+        rest = take(v.facts, tun[~_sorted_has(np.sort(zero_frames), v.facts["frame"][tun])])
         if not len(rest):
             return
         keys, counts = np.unique(_pair_keys(rest), return_counts=True)
@@ -126,7 +126,7 @@ class TunnelZeroSums:
         idx = v.index_of_frames(r["frame"])
         f = take(v.facts, np.maximum(idx, 0))
         keep = (idx >= 0) & _tunnelled(f["ip_flags"], f["depth"], f["proto"], f["dport"])
-        r, f = r[keep], f[keep]
+        r, f = take_rows(r, keep), take(f, keep)
         if not len(r):
             return
         sport, dport = r["sport"], r["dport"]

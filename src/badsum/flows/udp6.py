@@ -97,10 +97,10 @@ class Udp6Flows:
         bad = np.zeros(len(sub), dtype=bool)
         rows = v.rows
         if len(rows):
-            r = rows[(rows["layer"] == Layer.UDP) & (rows["status"] != Status.OK) & (rows["ipver"] == 6)]
-            if len(r):  # the packet's own (innermost) UDP sum, by frame and depth
+            m = (rows["layer"] == Layer.UDP) & (rows["status"] != Status.OK) & (rows["ipver"] == 6)
+            if m.any():  # the packet's own (innermost) UDP sum, by frame and depth
                 mine = sub["frame"].astype(np.uint64) * 256 + sub["depth"]
-                bad = np.isin(mine, r["frame"].astype(np.uint64) * 256 + r["depth"])
+                bad = _sorted_has(np.sort(rows["frame"][m].astype(np.uint64) * 256 + rows["depth"][m]), mine)
         s0, s1 = addr_words(sub, "src")
         d0, d1 = addr_words(sub, "dst")
         ports = (sub["sport"].astype(np.uint64) << np.uint64(16)) | sub["dport"]
@@ -193,6 +193,12 @@ class Udp6Flows:
             details=details,
             depth=int(fl.fact["depth"]),
         )
+
+
+def _sorted_has(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """np.isin(keys, sorted_keys) for a sorted, non-empty sorted_keys."""
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
 
 
 __all__ = ["Receiver", "Udp6Flows"]
