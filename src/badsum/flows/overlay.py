@@ -21,6 +21,7 @@ from badsum.flows.base import (
     flow_of,
     host_pair_keys,
     take,
+    take_rows,
 )
 from badsum.flows.causes import causes_for
 from badsum.flows.facts import IPF_UDP_TUNNEL
@@ -61,23 +62,26 @@ class TunnelChecksums:
         m = (rows["depth"] == 0) & (rows["layer"] == Layer.UDP) & (rows["status"] == Status.BAD)
         if not m.any():
             return
-        r = rows[m]
+        r = take_rows(rows, m)
         idx = v.index_of_frames(r["frame"])
         f = take(v.facts, np.maximum(idx, 0))
         keep = (idx >= 0) & (f["depth"] > 0) & ((f["ip_flags"] & IPF_UDP_TUNNEL) != 0)
-        for row, fact in zip(r[keep], f[keep]):
-            sport, dport, ipver = int(row["sport"]), int(row["dport"]), int(row["ipver"])
-            key = (bytes(row["src"]), bytes(row["dst"]), sport, dport)
+        r, f = take_rows(r, keep), take(f, keep)
+        # the fields as Python lists first: reading them record by record cost more than the rest
+        cols = zip(f, r["src"].tolist(), r["dst"].tolist(), r["sport"].tolist(), r["dport"].tolist(), r["ipver"].tolist(),
+                   r["proto"].tolist(), r["stored"].tolist(), r["computed"].tolist(), f["frame"].tolist(),
+                   f["ts_ns"].tolist(), f["depth"].tolist())  # fmt: skip
+        for fact, src, dst, sport, dport, ipver, proto, stored, computed, frame, ts, depth in cols:
+            key = (src, dst, sport, dport)
             t = self.table.get(key)
             if t is None:
                 port = dport if dport in TUNNEL_BY_PORT or sport not in TUNNEL_BY_PORT else sport
-                flow = Flow(ipver, addr_text(row["src"], ipver), addr_text(row["dst"], ipver), int(row["proto"]), sport, dport)
-                t = _Tunnel(flow, TUNNEL_BY_PORT.get(port, "udp-tunnel"), port, int(fact["frame"]), int(fact["ts_ns"]),
-                            int(fact["depth"]))  # fmt: skip
+                flow = Flow(ipver, addr_text(src, ipver), addr_text(dst, ipver), proto, sport, dport)
+                t = _Tunnel(flow, TUNNEL_BY_PORT.get(port, "udp-tunnel"), port, frame, ts, depth)
                 self.table.put(key, t)
             t.count += 1
-            t.last = (int(fact["frame"]), int(fact["ts_ns"]))
-            add_evidence(t.evidence, (fact, int(row["stored"]), int(row["computed"])))  # type: ignore[arg-type]
+            t.last = (frame, ts)
+            add_evidence(t.evidence, (fact, stored, computed))  # type: ignore[arg-type]
 
     def finish(self) -> list[Symptom]:
         out = []
