@@ -103,30 +103,35 @@ class TunnelZeroSums:
         self.nonzero_count = np.zeros(self.nonzero.cap, dtype=np.int64)
 
     def feed(self, v: BatchView) -> None:
-        tun = np.flatnonzero(_tunnelled(v.col("ip_flags"), v.col("depth"), v.col("proto"), v.col("dport")))
+        # A tunnelled packet is inner (depth > 0) or UDP: the full tunnel test runs on those alone.
+        cand = np.flatnonzero((v.col("depth") != 0) | v.udp)
+        tun = cand[_tunnelled(v.col("ip_flags")[cand], v.col("depth")[cand], v.col("proto")[cand], v.col("dport")[cand])]
         if not len(tun):
             return
+        pairs = _pair_keys(take(v.facts, tun))  # each tunnel packet's inner pair, zero sum or not
         zero_frames = np.zeros(0, dtype=np.uint64)
         rows = v.rows
         if len(rows):
             m = (rows["depth"] == 0) & (rows["layer"] == Layer.UDP) & (rows["status"] == Status.ZERO_ALLOWED)
             if m.any():
                 zero_frames = rows["frame"][m]
-                self._zero(v, take_rows(rows, m))
-        rest = take(v.facts, tun[~_sorted_has(np.sort(zero_frames), v.facts["frame"][tun])])
+                self._zero(v, take_rows(rows, m), tun, pairs)
+        rest = pairs[~_sorted_has(np.sort(zero_frames), v.facts["frame"][tun])]
         if not len(rest):
             return
-        keys, counts = np.unique(_pair_keys(rest), return_counts=True)
+        keys, counts = np.unique(rest, return_counts=True)
         slots, fresh = self.nonzero.touch(keys)
         alive = slots >= 0
         self.nonzero_count[slots[alive & fresh]] = 0
         self.nonzero_count[slots[alive]] += counts[alive]
 
-    def _zero(self, v: BatchView, r: np.ndarray) -> None:
+    def _zero(self, v: BatchView, r: np.ndarray, tun: np.ndarray, tun_pairs: np.ndarray) -> None:
+        """The zero-sum rows `r` of this batch; `tun` are its tunnel packets, `tun_pairs` their inner pairs."""
         idx = v.index_of_frames(r["frame"])
-        f = take(v.facts, np.maximum(idx, 0))
-        keep = (idx >= 0) & _tunnelled(f["ip_flags"], f["depth"], f["proto"], f["dport"])
-        r, f = take_rows(r, keep), take(f, keep)
+        keep = (idx >= 0) & _sorted_has(tun, idx)
+        r, idx = take_rows(r, keep), idx[keep]
+        f = take(v.facts, idx)
+        pairs = tun_pairs[np.searchsorted(tun, idx)]
         if not len(r):
             return
         sport, dport = r["sport"], r["dport"]
@@ -151,7 +156,7 @@ class TunnelZeroSums:
         self.zero[live] += counts[alive]
         self.last[live, 0], self.last[live, 1] = frame[last[alive]], ts[last[alive]]
         pkt_slot = slots[inverse]  # per packet: its tunnel's slot (-1: gone again)
-        self._add_pairs(inverse, _pair_keys(f), slots)
+        self._add_pairs(inverse, pairs, slots)
         # every packet of a tunnel looks the same: its first few show it
         if (self.n_evidence[live] >= _EVIDENCE).all():
             return  # the usual batch: every tunnel in it has its evidence already
@@ -181,8 +186,7 @@ class TunnelZeroSums:
         cs, cp = cs[ok], cp[ok]
         h = fold_keys(cs.astype(np.uint64), cp)
         seen = self._pair_seen
-        hl = h.tolist()
-        new = np.fromiter((x not in seen for x in hl), dtype=bool, count=len(hl))
+        new = ~np.fromiter(map(seen.__contains__, h.tolist()), dtype=bool, count=len(h))
         if not new.any():
             return
         cs, cp, h = cs[new], cp[new], h[new]
