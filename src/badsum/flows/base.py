@@ -321,6 +321,21 @@ class BatchView:
     def udp(self) -> np.ndarray:
         return self._mask("_udp", lambda: self.col("proto") == PROTO_UDP)
 
+    def at(self, name: str, idx: np.ndarray) -> np.ndarray:
+        """Field `name` of the rows `idx` only: from the column when it was read, else gathered
+        from the records (no pass over the whole batch for a few rows)."""
+        c = self._cache.get(name)
+        return c[idx] if c is not None else self.facts[name][idx]
+
+    @property
+    def udp_idx(self) -> np.ndarray:
+        return self._mask("_udp_idx", lambda: np.flatnonzero(self.udp))
+
+    @property
+    def pxor(self) -> np.ndarray:
+        """sport ^ dport per packet (the port filters' index)."""
+        return self._mask("_pxor", lambda: self.col("sport") ^ self.col("dport"))
+
     @property
     def icmp_idx(self) -> np.ndarray:
         p = self.col("proto")

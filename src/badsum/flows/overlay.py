@@ -129,9 +129,10 @@ class Heartbeats:
             self.done.append(b)
 
     def feed(self, v: BatchView) -> None:
-        if not v.udp.any():
+        u = v.udp_idx
+        if not len(u):
             return
-        hb = np.flatnonzero(v.udp & ((v.col("sport") == HEARTBEAT_PORT) | (v.col("dport") == HEARTBEAT_PORT)))
+        hb = u[(v.at("sport", u) == HEARTBEAT_PORT) | (v.at("dport", u) == HEARTBEAT_PORT)]
         if not len(hb):
             return
         sub = take(v.facts, hb)

@@ -54,7 +54,7 @@ class PairDetector:
         if len(icmp):
             self._count(v.facts, icmp, udp=False)
         if self.created:
-            udp = np.flatnonzero(v.udp)
+            udp = v.udp_idx
             if len(udp):
                 self._count(v.facts, udp, udp=True)
 

@@ -200,7 +200,7 @@ class Blackhole:
                     self.filter[w.pxor] += 1
         if not len(self.watched):
             return
-        pxor = v.col("sport") ^ v.col("dport")
+        pxor = v.pxor
         cand = np.flatnonzero(v.tcp & (self.filter[pxor] > 0))
         if not len(cand):
             return

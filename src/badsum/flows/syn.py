@@ -148,7 +148,7 @@ class SynDetector:
         syn = v.syn_idx
         if not len(syn) and not self.pending:
             return
-        pxor = v.col("sport") ^ v.col("dport")
+        pxor = v.pxor
         tcp = v.tcp
         # the batch's own SYNs join the filter first: their handshake may complete in this batch
         fresh = np.zeros(1 << 16, dtype=bool)

@@ -105,7 +105,7 @@ class TunnelZeroSums:
     def feed(self, v: BatchView) -> None:
         # A tunnelled packet is inner (depth > 0) or UDP: the full tunnel test runs on those alone.
         cand = np.flatnonzero((v.col("depth") != 0) | v.udp)
-        tun = cand[_tunnelled(v.col("ip_flags")[cand], v.col("depth")[cand], v.col("proto")[cand], v.col("dport")[cand])]
+        tun = cand[_tunnelled(v.at("ip_flags", cand), v.at("depth", cand), v.at("proto", cand), v.at("dport", cand))]
         if not len(tun):
             return
         pairs = _pair_keys(take(v.facts, tun))  # each tunnel packet's inner pair, zero sum or not

@@ -89,8 +89,8 @@ class Udp6Flows:
         """Up to three packets whose sums verify: (frame, ts_ns, payload bytes)."""
 
     def feed(self, v: BatchView) -> None:
-        m = v.udp & (v.col("ipver") == 6) & ((v.col("ip_flags") & IPF_LATER_FRAGMENT) == 0)
-        idx = np.flatnonzero(m)
+        u = v.udp_idx
+        idx = u[(v.at("ipver", u) == 6) & ((v.at("ip_flags", u) & IPF_LATER_FRAGMENT) == 0)]
         if not len(idx):
             return
         sub = take(v.facts, idx)
