@@ -92,9 +92,7 @@ class BatchLru:
         if n == 0 or len(keys) == 0:
             return out
         pos = np.minimum(np.searchsorted(self._sorted, keys), n - 1)
-        hit = self._sorted[pos] == keys
-        out[hit] = self._slot_of[pos[hit]]
-        return out
+        return np.where(self._sorted[pos] == keys, self._slot_of[pos], out)
 
     def order(self) -> np.ndarray:
         """The live slots, least recently used first (the iteration order of `Bounded.values()`)."""
@@ -106,14 +104,17 @@ class BatchLru:
         keys = np.asarray(keys, dtype=self.dtype)
         slots = self.lookup(keys)
         fresh = slots < 0
-        ins = int(fresh.sum())
-        hits = slots[~fresh]
+        ins = int(np.count_nonzero(fresh))
+        hits = slots[~fresh] if ins < len(slots) else slots[:0]
         age = self._age
         mark = self._mark
-        mark[hits] = True
-        touched = mark[age]
-        mark[hits] = False
-        rest = age[~touched]  # entries this batch does not touch, oldest first
+        if len(hits):
+            mark[hits] = True
+            touched = mark[age]
+            mark[hits] = False
+            rest = age[~touched]  # entries this batch does not touch, oldest first
+        else:
+            touched, rest = None, age
         excess = len(age) + ins - self.cap
         evict = rest[:0]
         if excess > 0:

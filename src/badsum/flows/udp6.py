@@ -128,7 +128,8 @@ class Udp6Flows:
         # One piece of evidence per flow and batch at most: the flow's first packet here, if it verifies.
         room = (self.n_evidence[slots] < _EVIDENCE) & ~bad[first]
         es, ef = slots[room], first[room]
-        self.evidence[es, self.n_evidence[es]] = np.stack([frame[ef], ts[ef], sub["payload"][ef].astype(np.int64)], axis=1)
+        at = self.n_evidence[es]
+        self.evidence[es, at, 0], self.evidence[es, at, 1], self.evidence[es, at, 2] = frame[ef], ts[ef], sub["payload"][ef]
         self.n_evidence[es] += 1
 
     def _flows(self) -> list[_Flow]:
