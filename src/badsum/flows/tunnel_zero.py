@@ -137,8 +137,7 @@ class TunnelZeroSums:
         sport, dport = r["sport"], r["dport"]
         port = np.where(_IS_PORT[dport] | ~_IS_PORT[sport], dport, sport)
         tkeys = fold_keys(*_row_words(r, "src"), *_row_words(r, "dst"), port, r["ipver"])
-        uniq, first, inverse, counts = np.unique(tkeys, return_index=True, return_inverse=True, return_counts=True)
-        inverse = inverse.ravel()
+        uniq, first, inverse, counts = _unique_all(tkeys)
         last = np.zeros(len(uniq), dtype=np.int64)
         last[inverse] = np.arange(len(r))  # the later index wins
         slots, fresh = self.table.touch(uniq)
@@ -274,6 +273,20 @@ class _Tunnel:
     first: tuple[int, int]
     last: tuple[int, int]
     evidence: list[Evidence]
+
+
+def _unique_all(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(keys, return_index=True, return_inverse=True, return_counts=True) of a 1-d array
+    (the first occurrence's index, as np.unique's stable sort gives it), without its overhead."""
+    o = np.argsort(keys, kind="stable")
+    s = keys[o]
+    lead = np.empty(len(s), dtype=bool)
+    lead[:1] = True
+    np.not_equal(s[1:], s[:-1], out=lead[1:])
+    starts = np.flatnonzero(lead)
+    inverse = np.empty(len(s), dtype=np.intp)
+    inverse[o] = np.cumsum(lead) - 1
+    return s[starts], o[starts], inverse, np.diff(np.append(starts, len(s)))
 
 
 def _sorted_has(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
