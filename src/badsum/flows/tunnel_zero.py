@@ -119,7 +119,7 @@ class TunnelZeroSums:
         rest = pairs[~_sorted_has(np.sort(zero_frames), v.facts["frame"][tun])]
         if not len(rest):
             return
-        keys, counts = np.unique(rest, return_counts=True)
+        keys, counts = _unique_counts(rest)
         slots, fresh = self.nonzero.touch(keys)
         alive = slots >= 0
         self.nonzero_count[slots[alive & fresh]] = 0
@@ -287,6 +287,16 @@ def _unique_all(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     inverse = np.empty(len(s), dtype=np.intp)
     inverse[o] = np.cumsum(lead) - 1
     return s[starts], o[starts], inverse, np.diff(np.append(starts, len(s)))
+
+
+def _unique_counts(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(keys, return_counts=True) of a non-empty 1-d array."""
+    s = np.sort(keys)
+    lead = np.empty(len(s), dtype=bool)
+    lead[0] = True
+    np.not_equal(s[1:], s[:-1], out=lead[1:])
+    starts = np.flatnonzero(lead)
+    return s[starts], np.diff(np.append(starts, len(s)))
 
 
 def _sorted_has(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
