@@ -106,3 +106,15 @@ def file_identity(path: Path) -> tuple:
     entries = sorted(os.listdir(path)) if stat.S_ISDIR(st.st_mode) else None
     data = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) and st.st_size < 1 << 20 else None
     return stat.S_IFMT(st.st_mode), st.st_ino, st.st_rdev, link, pointed, entries, data
+
+
+def html_report_bench():
+    """bench/html_report.py loaded as a module (its synthetic 500-namespace host and measure())."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("html_report_bench", REPO / "bench" / "html_report.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod

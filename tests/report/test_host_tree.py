@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support import html_report_bench
 
 from badsum.host.model import HOST_NS, HostSnapshot, Link, VxlanInfo
 from badsum.report.host_tree import host_tree
@@ -41,14 +42,7 @@ def parse(lines: list[str]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def bench():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("html_report_bench", REPO / "bench" / "html_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+bench = html_report_bench
 
 
 def test_kb005_tree_nests_the_veth_under_the_netdev_bridge_and_marks_it() -> None:

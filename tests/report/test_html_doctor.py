@@ -3,11 +3,11 @@ synthetic 500-namespace host), and one layout by the real `dot`."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
+
+from support import html_report_bench
 
 from badsum.host.model import HOST_NS, GeneveInfo, HostSnapshot, Link, Route, VxlanInfo
 from badsum.report.html_doctor import COLLAPSE_OVER, doctor_page, host_dot
@@ -21,12 +21,7 @@ KB005 = FIXTURES / "KB-005" / "fire-netdev-veth.json"
 EXTERNAL = re.compile(r"""(?:\b(?:src|href|xlink:href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//)|url\(\s*["']?\s*(?:https?:)?//|@import""", re.IGNORECASE)
 
 
-def bench():
-    spec = importlib.util.spec_from_file_location("html_report_bench", REPO / "bench" / "html_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+bench = html_report_bench
 
 
 def kb005() -> tuple[HostSnapshot, list[Finding]]:

@@ -8,12 +8,12 @@ all go through these functions, so the reason text and the record cannot drift b
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 
 import numpy as np
 
 from badsum.checksum.verdict import Flow, Layer, Status, Verdict, VerdictFlag
+from badsum.scan.rows import addr_text
 
 #: What each status means and what to do, for the text report's legend.
 MEANING: dict[Status, str] = {
@@ -175,17 +175,9 @@ def _addr_texts(ipver: np.ndarray, src: np.ndarray, dst: np.ndarray) -> tuple[li
     raw[:n, 1:] = np.ascontiguousarray(src).view(np.uint8).reshape(n, 16)
     raw[n:, 1:] = np.ascontiguousarray(dst).view(np.uint8).reshape(n, 16)
     keys, inverse = np.unique(raw.view(np.dtype((np.void, 17))).ravel(), return_inverse=True)
-    texts = np.array([_addr_text(k[0], k[1:]) for k in keys.tolist()], dtype=object)
+    texts = np.array([addr_text(k[0], k[1:]) for k in keys.tolist()], dtype=object)
     both = texts[inverse.ravel()].tolist()
     return both[:n], both[n:]
-
-
-def _addr_text(ipver: int, raw: bytes) -> str:
-    if ipver == 4:
-        return socket.inet_ntop(socket.AF_INET, raw[:4])
-    if ipver == 6:
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    return ""
 
 
 def annotation(v: Verdict) -> str:

@@ -11,7 +11,14 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from badsum.checksum.verdict import ISSUE_DTYPE, Flow, Layer, Status, Verdict, VerdictFlag
+from badsum.checksum.verdict import (
+    ISSUE_DTYPE,
+    Flow,
+    Layer,
+    Status,
+    Verdict,
+    VerdictFlag,
+)
 
 _EMPTY16 = bytes(16)
 
@@ -51,7 +58,8 @@ def verdicts_to_rows(verdicts: Iterable[Verdict]) -> np.ndarray:
     return rows
 
 
-def _addr_text(ipver: int, raw: bytes) -> str:
+def addr_text(ipver: int, raw: bytes) -> str:
+    """The text of an issue row's address field (16 bytes; IPv4 in the first 4)."""
     if ipver == 4:
         return socket.inet_ntop(socket.AF_INET, raw[:4])
     if ipver == 6:
@@ -62,7 +70,7 @@ def _addr_text(ipver: int, raw: bytes) -> str:
 def flow_of_fields(ipver: int, src: bytes, dst: bytes, proto: int, sport: int, dport: int) -> Flow | None:
     if ipver == 0:
         return None
-    return Flow(ipver, _addr_text(ipver, bytes(src)), _addr_text(ipver, bytes(dst)), int(proto), int(sport), int(dport))
+    return Flow(ipver, addr_text(ipver, bytes(src)), addr_text(ipver, bytes(dst)), int(proto), int(sport), int(dport))
 
 
 def flow_of_row(r: np.void) -> Flow | None:

@@ -80,8 +80,29 @@ def render() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(
+        prog="python3 -m badsum.wire.protofacts_h",
+        description=f"Write {HEADER} from the registry in wire/protofacts.py (run after changing it; "
+        "tests/wire/test_protofacts.py fails while the committed header differs).",
+    )
+    ap.add_argument("--check", action="store_true", help="write nothing; exit 1 when the committed header differs")
+    args = ap.parse_args(argv)
     path = __file__.rpartition("/wire/")[0] + "/" + HEADER
+    text = render()
+    if args.check:
+        with open(path, encoding="ascii") as f:
+            same = f.read() == text
+        print(f"{path}: {'up to date' if same else 'differs from the registry'}", file=sys.stderr)
+        return 0 if same else 1
     with open(path, "w", encoding="ascii") as out:
-        out.write(render())
+        out.write(text)
     print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
