@@ -152,7 +152,9 @@ def read_kept(k: Kept, out: Path) -> None:
     k.owners = {ns: o.container for ns, o in owners.items() if ns.startswith(p + "-")}
     k.doctor = envelope(sh([*BADSUM, "doctor", "--json"], timeout=120, check=False).stdout)
     # capture --auto by the container's Docker name, with ping traffic from inside it.
-    cap = subprocess.Popen([*BADSUM, "capture", "--auto", f"{p}-app1", "-d", "4", "--json", "--no-progress", "-o",
+    # -d 8: four pings a second apart start about 2 s in, after `docker exec`; under CI load a
+    # 4 s capture once closed before the last reply arrived (7 of 8 packets at c1:eth0).
+    cap = subprocess.Popen([*BADSUM, "capture", "--auto", f"{p}-app1", "-d", "8", "--json", "--no-progress", "-o",
                             str(out / "auto")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
         time.sleep(1.5)  # tcpdump-free: badsum's own capture workers need a moment to open their sockets

@@ -82,7 +82,6 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import sys
 
     ap = argparse.ArgumentParser(
         prog="python3 -m badsum.wire.protofacts_h",
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         with open(path, encoding="ascii") as f:
             same = f.read() == text
-        print(f"{path}: {'up to date' if same else 'differs from the registry'}", file=sys.stderr)
+        print(f"{path}: {'up to date' if same else 'differs from the registry'}")
         return 0 if same else 1
     with open(path, "w", encoding="ascii") as out:
         out.write(text)
