@@ -16,7 +16,10 @@ from __future__ import annotations
 import shlex
 
 from badsum.host.model import HostSnapshot, Link, Namespace
+from badsum.rules.cnipaths import antrea_l7_partial_csum, ipip_tx_csum_mlx5, kube_ovn_double_snat
 from badsum.rules.emulation import emulations, kb001_emulated
+from badsum.rules.gro import overlay_over_userspace_vpn, udp_gro_forwarding_netns, vmxnet3_lro_tunnel
+from badsum.rules.ipv6nat import cilium_ipv6_l4_csum, ipv6_nat_csum
 from badsum.rules.kernels import (
     KB009_CONFIRMED,
     KB009_RANGES,
@@ -28,7 +31,6 @@ from badsum.rules.kernels import (
 from badsum.rules.masquerade import unguarded_masquerades, unmark_fix
 from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
 from badsum.rules.toolkit import (
-    tx_csum_on,
     AF_PACKET_FORWARDERS,
     HOST_NS,
     RX_CSUM,
@@ -46,11 +48,10 @@ from badsum.rules.toolkit import (
     links,
     ovs_datapath,
     skip,
+    tx_csum_on,
+    unread_features,
     veth_peer,
 )
-from badsum.rules.cnipaths import antrea_l7_partial_csum, ipip_tx_csum_mlx5, kube_ovn_double_snat
-from badsum.rules.gro import overlay_over_userspace_vpn, udp_gro_forwarding_netns, vmxnet3_lro_tunnel
-from badsum.rules.ipv6nat import cilium_ipv6_l4_csum, ipv6_nat_csum
 from badsum.rules.tunnels import bridged_tunnel_pmtu, df_tunnel_underlay, overlay_mtu, zero_udp_csum_gro
 
 # -- KB-001 ------------------------------------------------------------------------------------
@@ -68,7 +69,7 @@ def veth_rx_csum_upgrade(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         rx, name = first_feature(link, RX_CSUM)
         obj = link_ref(ns, link)
         if rx is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+            out.append(unread_features(rule, obj))
             continue
         if not rx:
             out.append(finding(rule, Outcome.PASS, [obj], f"{name} is off on {obj}: the container's stack verifies checksums"))
@@ -103,7 +104,7 @@ def ufo_pmtu(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         ufo, name = first_feature(link, UFO)
         if ufo is None:
             if link.features is None and link.kind == "device":  # a NIC is where UFO lives (virtio_net)
-                out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+                out.append(unread_features(rule, obj))
             continue
         if not ufo:
             out.append(finding(rule, Outcome.PASS, [obj], f"{name} is off on {obj}"))
@@ -224,7 +225,7 @@ def ovs_netdev_veth_tx_csum(snap: HostSnapshot, rule: Rule) -> list[Finding]:
                 peer_obj = link_ref(peer_ns, peer_link)
                 tx, feature = first_feature(peer_link, TX_CSUM)
                 if tx is None:
-                    out.append(finding(rule, Outcome.UNKNOWN, [peer_obj, port_obj], f"the ethtool features of {peer_obj} could not be read"))
+                    out.append(unread_features(rule, peer_obj, port_obj))
                     continue
                 if tso == "true":
                     out.append(finding(rule, Outcome.PASS, [peer_obj, port_obj],
@@ -256,7 +257,7 @@ def vmxnet3_udp_tunnel_offload(snap: HostSnapshot, rule: Rule) -> list[Finding]:
             continue
         obj = link_ref(ns, link)
         if link.features is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+            out.append(unread_features(rule, obj))
             continue
         on = [n for n in UDP_TNL if link.features.get(n) is not None and link.features[n].active]
         if not on:
@@ -299,7 +300,7 @@ def af_packet_forwarder(snap: HostSnapshot, rule: Rule) -> list[Finding]:
             peer_obj = link_ref(*peer)
             tx, feature = first_feature(peer[1], TX_CSUM)
             if tx is None:
-                out.append(finding(rule, Outcome.UNKNOWN, [peer_obj, obj], f"the ethtool features of {peer_obj} could not be read"))
+                out.append(unread_features(rule, peer_obj, obj))
             elif not tx:
                 out.append(finding(rule, Outcome.PASS, [peer_obj, obj], f"TX checksum offload is off on {peer_obj}"))
             else:

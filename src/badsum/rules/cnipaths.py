@@ -13,7 +13,6 @@ from badsum.rules.kernels import KERNEL_FIXES, kernel_has
 from badsum.rules.masquerade import unguarded_masquerades
 from badsum.rules.model import Finding, FixAction, ObjectRef, Outcome, Rule
 from badsum.rules.toolkit import (
-    tx_csum_on,
     TX_CSUM,
     ethtool_off,
     finding,
@@ -22,6 +21,8 @@ from badsum.rules.toolkit import (
     link_ref,
     links,
     skip,
+    tx_csum_on,
+    unread_features,
     veth_peer,
 )
 
@@ -51,7 +52,7 @@ def antrea_l7_partial_csum(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         obj = link_ref(sns, slink)
         tx, feature = first_feature(slink, TX_CSUM)
         if tx is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+            out.append(unread_features(rule, obj))
         elif not tx:
             out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj}"))
         else:

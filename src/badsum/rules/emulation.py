@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from badsum.host.model import HostSnapshot, Link, Namespace, TcBpf
 from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
-from badsum.rules.toolkit import RX_CSUM, ethtool_off, finding, first_feature, link_ref, veth_peer
+from badsum.rules.toolkit import RX_CSUM, ethtool_off, finding, first_feature, link_ref, unread_features, veth_peer
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,7 @@ def kb001_emulated(snap: HostSnapshot, rule: Rule, how: str) -> list[Finding]:
             obj = link_ref(pns, plink)
             objects = [obj, link_ref(ns, link), ObjectRef(ns.id, f"{e.device}/tc-{e.program.direction}/{e.program.name}", "tc-bpf")]
             if rx is None:
-                out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+                out.append(unread_features(rule, obj))
                 continue
             if not rx:
                 out.append(finding(rule, Outcome.PASS, objects, f"badsum's lab emulation is attached at {e.where}, but "

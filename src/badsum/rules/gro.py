@@ -22,6 +22,7 @@ from badsum.rules.toolkit import (
     link_ref,
     links,
     skip,
+    unread_features,
 )
 from badsum.rules.tunnels import route_dev
 
@@ -56,7 +57,7 @@ def udp_gro_forwarding_netns(snap: HostSnapshot, rule: Rule) -> list[Finding]:
         obj = link_ref(ns, link)
         if link.features is None:
             if elsewhere and link.kind in ("veth", "device"):
-                out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+                out.append(unread_features(rule, obj))
             continue
         on = _on(link, UDP_GRO_FWD)
         if not on:
@@ -147,7 +148,7 @@ def vmxnet3_lro_tunnel(snap: HostSnapshot, rule: Rule) -> list[Finding]:
             continue
         obj = link_ref(ns, link)
         if link.features is None:
-            out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+            out.append(unread_features(rule, obj))
             continue
         on = _on(link, LRO)
         if not on:

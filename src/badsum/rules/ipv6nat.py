@@ -9,10 +9,10 @@ the counters (Udp6InCsumErrors) and the kernel log (`hw csum failure`).
 from __future__ import annotations
 
 import re
-import shlex
 
 from badsum.host.model import HostSnapshot, Link, Namespace
 from badsum.rules.kernels import KERNEL_FIXES, kernel_has
+from badsum.rules.masquerade import appended_rules
 from badsum.rules.model import Finding, ObjectRef, Outcome, Rule
 from badsum.rules.toolkit import HOST_NS, finding, link_ref, links, skip, veth_peer
 
@@ -26,13 +26,7 @@ _NFT_NAT = re.compile(r"(?:^|\s)(?:snat|dnat|masquerade|redirect)(?:\s|$|;)")
 def ip6tables_nat_rules(lines: tuple[str, ...] | None) -> list[str]:
     """`CHAIN: rule` for every ip6tables-save nat rule that rewrites addresses."""
     out = []
-    for line in lines or ():
-        if not line.startswith("-A "):
-            continue
-        try:
-            tokens = shlex.split(line)
-        except ValueError:
-            tokens = line.split()
+    for tokens in appended_rules(lines):
         if "-j" in tokens and tokens.index("-j") + 1 < len(tokens) and tokens[tokens.index("-j") + 1] in NAT_TARGETS:
             out.append(f"{tokens[1]}: {' '.join(tokens[2:])}")
     return out

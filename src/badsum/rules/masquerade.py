@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from badsum.host.model import Namespace
@@ -64,10 +64,10 @@ def _clears(tokens: list[str], mark: int) -> bool:
     return False
 
 
-def unguarded_masquerades(nat: Iterable[str]) -> list[Masquerade]:
-    """MASQUERADE --random-fully rules gated by a mark, with nothing earlier in the chain unmarking it."""
-    chains: dict[str, list[list[str]]] = {}
-    for line in nat:
+def appended_rules(lines: Iterable[str] | None) -> Iterator[list[str]]:
+    """The words of each `-A CHAIN ...` line of iptables-save / ip6tables-save output, quoting
+    honoured where it parses (a comment with an odd quote falls back to plain splitting)."""
+    for line in lines or ():
         if not line.startswith("-A "):
             continue
         try:
@@ -75,7 +75,14 @@ def unguarded_masquerades(nat: Iterable[str]) -> list[Masquerade]:
         except ValueError:
             tokens = line.split()
         if len(tokens) >= 2:
-            chains.setdefault(tokens[1], []).append(tokens[2:])
+            yield tokens
+
+
+def unguarded_masquerades(nat: Iterable[str]) -> list[Masquerade]:
+    """MASQUERADE --random-fully rules gated by a mark, with nothing earlier in the chain unmarking it."""
+    chains: dict[str, list[list[str]]] = {}
+    for tokens in appended_rules(nat):
+        chains.setdefault(tokens[1], []).append(tokens[2:])
     found = []
     for chain, rules in chains.items():
         for pos, tokens in enumerate(rules, 1):

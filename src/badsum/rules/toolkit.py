@@ -93,12 +93,17 @@ def first_feature(link: Link, names: Iterable[str]) -> tuple[bool | None, str]:
     return None, ""
 
 
+def unread_features(rule: Rule, obj: ObjectRef, *others: ObjectRef) -> Finding:
+    """Unknown: `obj`'s ethtool features are not in the snapshot (`others` are named beside it)."""
+    return finding(rule, Outcome.UNKNOWN, [obj, *others], f"the ethtool features of {obj} could not be read")
+
+
 def tx_csum_on(rule: Rule, obj: ObjectRef, link: Link, out: list[Finding], off_why: str = "") -> str | None:
     """The name of `link`'s TX checksum feature when it is on. Otherwise the outcome for `obj` is
     recorded in `out` (pass: off, with `off_why` added; unknown: features unread) and None returned."""
     tx, feature = first_feature(link, TX_CSUM)
     if tx is None:
-        out.append(finding(rule, Outcome.UNKNOWN, [obj], f"the ethtool features of {obj} could not be read"))
+        out.append(unread_features(rule, obj))
         return None
     if not tx:
         out.append(finding(rule, Outcome.PASS, [obj], f"TX checksum offload is off on {obj}{off_why}"))
@@ -141,5 +146,6 @@ __all__ = [
     "ovs_datapath",
     "skip",
     "tx_csum_on",
+    "unread_features",
     "veth_peer",
 ]
