@@ -63,12 +63,7 @@ static void fact_quote(fact_row *f, const uint8_t *p, size_t cap, size_t qpos, i
         unsigned plen = be16(h + 4);
         ipv6_walk w;
         walk_ipv6(p, cap, qpos, &w);
-        if (plen)
-            qend = qpos + IPV6_HLEN + plen;
-        else if (w.jumbo)
-            qend = qpos + IPV6_HLEN + (size_t)w.jumbo_len;
-        else
-            qend = cap;
+        qend = ipv6_end(qpos, plen, &w, cap);
         l4 = w.upper;
         proto = w.proto;
         memcpy(f->q_src, h + 8, 16);
@@ -201,12 +196,7 @@ static int fact_ip(fact_row *f, const uint8_t *p, size_t cap, size_t wire, int v
         size_t plen = be16(h + 4);
         ipv6_walk w;
         walk_ipv6(p, cap, pos, &w);
-        if (plen)
-            end = pos + IPV6_HLEN + plen;
-        else if (w.jumbo)
-            end = pos + IPV6_HLEN + (size_t)w.jumbo_len;
-        else
-            end = limit; /* BIG TCP/GSO as captured */
+        end = ipv6_end(pos, plen, &w, limit);
         l4 = w.upper;
         f->ipver = 6;
         f->proto = (uint8_t)w.proto;

@@ -379,6 +379,17 @@ truncated:
     w->upper = c;
 }
 
+/* Where the IPv6 packet at `pos` ends: its payload length, else (0: RFC 2675) the Jumbo Payload
+ * option's length, else `otherwise` (BIG TCP / GSO as captured carries neither). */
+static inline size_t ipv6_end(size_t pos, size_t plen, const ipv6_walk *w, size_t otherwise)
+{
+    if (plen)
+        return pos + IPV6_HLEN + plen;
+    if (w->jumbo)
+        return pos + IPV6_HLEN + (size_t)w->jumbo_len;
+    return otherwise;
+}
+
 /* ---- ISSUE_DTYPE: the contract with badsum/checksum/verdict.py (must not drift) ---- */
 
 enum { N_LAYERS = 9, N_STATUS = 7 };
